@@ -1,0 +1,165 @@
+"""The command line: a thin argparse layer over `kaokore.download` and `kaokore.verify`.
+
+Multi-word flags take both spellings, `--dataset_version` (upstream's) and
+`--dataset-version`. Every `KaokoreError` becomes one line on stderr and its
+exit status; a traceback here would be a bug.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Sequence
+
+from ._version import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
+from .layout import DEFAULT_LAYOUT, LAYOUTS
+from .plan import SPLIT_CHOICES
+from .versions import DEFAULT_VERSION, VERSIONS
+
+EXIT_STATUSES = """exit status:
+  0    complete (download) / intact (verify)
+  1    some images failed (see failures.csv) / the tree is not intact
+  2    bad usage, bad or mismatched metadata, or an unusable --dir
+  130  interrupted (Ctrl-C); state was saved and a rerun resumes"""
+
+
+def _flag(parser, name: str, **kwargs):
+    """Add `--a_b` with its `--a-b` twin (or just `--name` for one-word flags)."""
+    spellings = [f"--{name}"]
+    if "_" in name:
+        spellings.append(f"--{name.replace('_', '-')}")
+    return parser.add_argument(*spellings, dest=kwargs.pop("dest", name), **kwargs)
+
+
+def add_download_options(parser: argparse.ArgumentParser, *, threads_default: int = 12,
+                         layout: bool = True) -> None:
+    """The download flags; shared with the top-level download.py so the two never drift."""
+    _flag(parser, "dir", default="kaokore", metavar="DIR",
+          help="directory to store the dataset in (default: %(default)s)")
+    _flag(parser, "dataset_version", default=DEFAULT_VERSION, choices=list(VERSIONS),
+          help="dataset version (default: %(default)s, the one upstream's benchmarks use)")
+    if layout:
+        _flag(parser, "layout", default=DEFAULT_LAYOUT, choices=LAYOUTS,
+              help="split: DIR/{train,dev,test,unlabeled}/; flat: DIR/images_256/ (upstream); "
+                   "gender/status: DIR/{split}/{class}/ for ImageFolder (default: %(default)s)")
+    _flag(parser, "threads", type=int, default=threads_default,
+          help="simultaneous downloads in total (default: %(default)s)")
+    _flag(parser, "per_host", type=int, default=4,
+          help="simultaneous requests to one server, never exceeded (default: %(default)s)")
+    _flag(parser, "retries", type=int, default=5, help="retries per image (default: %(default)s)")
+    _flag(parser, "timeout", type=float, default=30.0,
+          help="connect and read timeout in seconds (default: %(default)s)")
+    _flag(parser, "force", action="store_true", help="fetch again even images already present")
+    _flag(parser, "ssl_unverified_context", action="store_true",
+          help="do not check TLS certificates (for broken conda installs)")
+    _flag(parser, "ca_bundle", metavar="PEM", help="trust the CA certificates in PEM")
+    _flag(parser, "metadata_dir", metavar="DIR",
+          help="read the five metadata files from DIR (not held to the pinned checksums)")
+    _flag(parser, "metadata_url", metavar="BASE",
+          help="mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
+    _flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits",
+          help="fetch only this split (repeatable)")
+    _flag(parser, "limit", type=int, help="fetch at most N images (smoke runs)")
+    _flag(parser, "quiet", action="store_true", help="no progress display")
+    _flag(parser, "json", action="store_true", help="print a JSON summary on stdout")
+
+
+def download_kwargs(args: argparse.Namespace) -> dict:
+    return dict(
+        dir=args.dir, dataset_version=args.dataset_version, layout=getattr(args, "layout", "flat"),
+        threads=args.threads, per_host=args.per_host, retries=args.retries, timeout=args.timeout,
+        force=args.force, ssl_unverified_context=args.ssl_unverified_context, ca_bundle=args.ca_bundle,
+        metadata_dir=args.metadata_dir, metadata_url=args.metadata_url, splits=args.splits,
+        limit=args.limit, quiet=args.quiet,
+    )
+
+
+def run_download(kwargs: dict, as_json: bool) -> int:
+    from .downloader import Interrupted, download
+
+    try:
+        summary = download(**kwargs)
+    except Interrupted as exc:
+        summary = exc.summary
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=2), flush=True)
+    return summary.exit_status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kaokore", description="Download, verify and inspect the KaoKore dataset.",
+        epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kaokore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("download", help="download the dataset (resumes; fetches only what is missing)",
+                       epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_download_options(p)
+
+    p = sub.add_parser("verify", help="check a downloaded tree offline",
+                       epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _flag(p, "dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
+    _flag(p, "dataset_version", choices=list(VERSIONS), default=None,
+          help="expected version (default: the one DIR's metadata is)")
+    _flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", help="check only this split")
+    _flag(p, "limit", type=int, help="check only the first N images (as download --limit)")
+    _flag(p, "json", action="store_true", help="print the report as JSON on stdout")
+
+    sub.add_parser("versions", help="list the dataset versions")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return safe_main(lambda: _dispatch(args))
+
+
+def safe_main(run) -> int:
+    """Run a command, turning expected errors into one line and an exit status."""
+    # CI runners cancel with SIGTERM: treat it like Ctrl-C so state is saved.
+    previous = _terminate_as_interrupt()
+    try:
+        return run()
+    except KaokoreError as exc:
+        print(f"kaokore: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("kaokore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "download":
+        return run_download(download_kwargs(args), args.json)
+    if args.command == "verify":
+        from .verifier import verify
+
+        report = verify(args.dir, dataset_version=args.dataset_version, splits=args.splits, limit=args.limit)
+        if args.json:
+            print(json.dumps(report.to_json(), indent=2))
+        else:
+            for problem in report.problems:
+                print(problem.line())
+            print(report.line())
+        return report.exit_status
+    if args.command == "versions":
+        for v in VERSIONS.values():
+            print(f"{v.name}\t{v.images:>6,} images\t{v.folder}/")
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+def _terminate_as_interrupt():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner's thread)
+        return None

@@ -1,0 +1,242 @@
+"""`kaokore.download`: the whole run, from pinned metadata to a verified tree on disk.
+
+This module only sequences the stages; each stage lives in its own module:
+versions -> metadata -> plan -> fetch -> normalize -> store -> report.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, TextIO
+
+import requests
+
+from . import metadata as md
+from ._version import __version__
+from .errors import NetworkError, UsageError
+from .fetch import Failure, HostDown, RetryPolicy, make_task, run_workers
+from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
+from .plan import make_plan, select
+from .report import Progress, Summary
+from .session import TLS_HINT, HttpOptions, get_body, make_session
+from .store import (
+    Journal, ManifestRow, prepare_root, read_manifest, remove_temporaries, write_failures,
+    write_manifest, write_root_files, write_state,
+)
+from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
+
+METADATA_URL_ENV = "KAOKORE_METADATA_URL"
+STOP_GRACE = 2.0  # seconds Ctrl-C waits for in-flight images before saving and leaving
+JOURNAL_FLUSH = 1.0
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a download, raised after state was saved; carries the summary."""
+
+    def __init__(self, summary: Summary):
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def download(
+    dir: str | os.PathLike = "kaokore",
+    dataset_version: str | Version = DEFAULT_VERSION,
+    layout: str = DEFAULT_LAYOUT,
+    *,
+    threads: int = 12,
+    per_host: int = 4,
+    retries: int = 5,
+    timeout: float = 30.0,
+    force: bool = False,
+    ssl_unverified_context: bool = False,
+    ca_bundle: str | None = None,
+    metadata_dir: str | os.PathLike | None = None,
+    metadata_url: str | None = None,
+    splits: Iterable[str] | None = None,
+    limit: int | None = None,
+    quiet: bool = False,
+    stream: TextIO | None = None,
+    policy: RetryPolicy | None = None,
+) -> Summary:
+    """Download (or complete, or re-check) the KaoKore dataset under `dir`.
+
+    Returns a `Summary`; `summary.exit_status` is what the command line exits with.
+    Raises `KaokoreError` for bad options, metadata or directory (nothing is
+    fetched then), and `Interrupted` on Ctrl-C once the manifest is saved.
+    """
+    started = time.monotonic()
+    stream = stream or sys.stderr
+    _check_numbers(threads=threads, per_host=per_host, retries=retries, timeout=timeout)
+    check_layout(layout)
+    version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)
+    if ca_bundle is not None and not Path(ca_bundle).is_file():
+        raise UsageError(f"--ca-bundle {ca_bundle!r} is not a file")
+    policy = policy or RetryPolicy(retries=retries)
+    if policy.retries != retries:
+        raise UsageError("pass retries either directly or through policy, not both")
+    options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
+
+    root = prepare_root(Path(dir))
+    if ssl_unverified_context:
+        print("kaokore: warning: --ssl_unverified_context: TLS certificates are NOT checked", file=stream)
+    with make_session(options, per_host) as session:
+        meta = _load_metadata(root, version, session, options, metadata_dir, metadata_url)
+        _refuse_other_version(root, version, meta)
+        write_root_files(root, meta.files)
+        write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
+                    kaokore=__version__)
+
+        selection = select(meta.items, splits, limit)
+        old_rows = read_manifest(root)
+        remove_temporaries(root, {f for l in LAYOUTS for f in all_folders(l, meta.classes)})
+        plan = make_plan(root, meta, layout, selection, old_rows, force)
+
+        summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
+                          already_present=plan.already_present, unavailable=plan.unavailable,
+                          relocated=plan.relocated)
+        rows = dict(plan.rows)
+        try:
+            _fetch_all(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
+                       options=options, policy=policy, layout=layout, quiet=quiet, stream=stream)
+        finally:
+            write_manifest(root, rows.values())
+            write_failures(root, summary.failures)
+            summary.seconds = time.monotonic() - started
+            print(summary.line(), file=stream, flush=True)
+    if summary.interrupted:
+        raise Interrupted(summary)
+    return summary
+
+
+def _fetch_all(session, root: Path, todo, rows: dict[str, ManifestRow], summary: Summary, *, threads: int,
+               per_host: int, options: HttpOptions, policy: RetryPolicy, layout: str, quiet: bool,
+               stream: TextIO) -> None:
+    if not todo:
+        return
+    tasks = [make_task(item, root, rel, policy) for item, rel in todo]
+    stop = threading.Event()
+    results: queue.Queue = queue.Queue()
+    progress = Progress(len(tasks), quiet=quiet, stream=stream)
+    journal = Journal(root)
+    workers_left = min(threads, len(tasks))
+    scheduler, _ = run_workers(session, tasks, threads=workers_left, per_host=per_host, options=options,
+                               policy=policy, layout=layout, stop=stop, results=results)
+    last_flush = time.monotonic()
+    deadline = None
+    try:
+        while workers_left:
+            try:
+                timeout = 0.5 if deadline is None else max(deadline - time.monotonic(), 0)
+                result = results.get(timeout=timeout)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                progress.tick()
+                continue
+            if result is None:
+                workers_left -= 1
+            elif isinstance(result, ManifestRow):
+                rows[result.image] = result
+                journal.append(result)
+                summary.downloaded += 1
+                summary.converted += bool(result.converted)
+                progress.advance(ok=True)
+            elif isinstance(result, Failure):
+                summary.failures.append(result)
+                progress.advance(ok=False)
+            elif isinstance(result, HostDown):
+                summary.hosts_unreachable.append(result.host)
+                progress.note(f"kaokore: {result.host}: {result.reason}; "
+                              f"its {result.not_attempted} remaining images were not attempted")
+            now = time.monotonic()
+            if now - last_flush >= JOURNAL_FLUSH:
+                journal.flush()
+                last_flush = now
+    except KeyboardInterrupt:
+        # No new requests from here; what is in flight gets STOP_GRACE to land, then is dropped.
+        stop.set()
+        summary.interrupted = True
+        progress.note("kaokore: interrupted; saving state")
+        _drain(results, rows, summary, journal, time.monotonic() + STOP_GRACE)
+    finally:
+        progress.close()
+        journal.close()
+    summary.failed = len(summary.failures)
+    attempted = summary.downloaded + summary.failed
+    summary.not_attempted = max(len(tasks) - attempted, 0)
+
+
+def _drain(results: queue.Queue, rows, summary: Summary, journal: Journal, deadline: float) -> None:
+    while True:
+        try:
+            result = results.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            return
+        if isinstance(result, ManifestRow):
+            rows[result.image] = result
+            journal.append(result)
+            summary.downloaded += 1
+        elif isinstance(result, Failure):
+            summary.failures.append(result)
+        if time.monotonic() >= deadline:
+            return
+
+
+def _check_numbers(*, threads: int, per_host: int, retries: int, timeout: float) -> None:
+    if threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if per_host < 1:
+        raise UsageError("--per-host must be at least 1")
+    if retries < 0:
+        raise UsageError("--retries must be 0 or more")
+    if not timeout > 0:
+        raise UsageError("--timeout must be more than 0 seconds")
+
+
+def _load_metadata(root: Path, version: Version, session, options: HttpOptions,
+                   metadata_dir, metadata_url) -> md.Metadata:
+    if metadata_dir is not None:
+        # The user's own files: validated like any others, but not held to the pins.
+        files = md.read_local(metadata_dir)
+        pinned = all(md.sha256(files[n]) == d for n, d in version.sha256.items())
+        return md.parse(files, pinned=pinned)
+    files = md.read_pinned_copy(root, version)
+    if files is None:
+        base = metadata_url or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL
+        files = md.fetch_pinned(version, base, lambda url: _get_metadata_file(session, url, options))
+    return md.parse(files, pinned=True)
+
+
+def _get_metadata_file(session, url: str, options: HttpOptions) -> bytes:
+    error = ""
+    for attempt in range(3):
+        if attempt:
+            time.sleep(2 ** attempt)
+        try:
+            response = get_body(session, url, options)
+        except requests.exceptions.SSLError as exc:
+            raise NetworkError(f"cannot fetch {url}: TLS certificate not trusted ({TLS_HINT})") from None
+        except (requests.exceptions.RequestException, OSError) as exc:
+            error = str(exc).splitlines()[0][:200]
+            continue
+        if response.status == 200:
+            return response.body
+        error = f"HTTP {response.status}"
+        if response.status not in (408, 429, 500, 502, 503, 504):
+            break
+    raise NetworkError(f"cannot fetch metadata {url}: {error} (use --metadata-dir DIR to read local copies)")
+
+
+def _refuse_other_version(root: Path, version: Version, meta: md.Metadata) -> None:
+    """Image N of one version is not image N of another: never mix them in one DIR."""
+    try:
+        existing = (root / "urls.txt").read_bytes()
+    except OSError:
+        return
+    other = identify_version(md.sha256(existing))
+    if other is not None and other.name != version.name:
+        raise UsageError(f"{root} holds KaoKore {other.name}; use another --dir for {version.name}")

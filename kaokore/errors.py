@@ -1,0 +1,43 @@
+"""Errors that end a command with a one-line message and a documented exit status.
+
+Anything raised as a `KaokoreError` is the user's or the input's fault and is
+reported without a traceback; anything else is a bug in kaokore.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1  # images failed (download) or the tree is not intact (verify)
+EXIT_USAGE = 2  # bad usage, bad metadata, checksum mismatch, unusable DIR
+EXIT_INTERRUPTED = 130  # Ctrl-C, after saving state
+
+
+class KaokoreError(Exception):
+    """Base class: the message is one line, fit to show a user as it is."""
+
+    exit_status = EXIT_USAGE
+
+
+class UsageError(KaokoreError):
+    """An option or argument that cannot work."""
+
+
+class MetadataError(KaokoreError):
+    """A metadata file that is missing, malformed or hostile."""
+
+    def __init__(self, filename: str, line: int | None, message: str):
+        self.filename = filename
+        self.line = line
+        where = f"{filename}:{line}" if line is not None else filename
+        super().__init__(f"{where}: {message}")
+
+
+class ChecksumError(MetadataError):
+    """A pinned metadata file whose bytes are not the ones we pinned."""
+
+
+class DirectoryError(KaokoreError):
+    """DIR cannot be created or written."""
+
+
+class NetworkError(KaokoreError):
+    """The metadata could not be fetched, so no download can start."""

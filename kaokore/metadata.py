@@ -1,0 +1,266 @@
+"""Metadata: get the five upstream files, check them, and parse them into items.
+
+Every check here names the file and the line, because the files come from the
+network (or a user's folder) and a bad line must never turn into a path outside
+DIR, a request to a non-HTTP URL, or a silently wrong label.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from .errors import ChecksumError, MetadataError
+from .versions import METADATA_FILES, Version
+
+IMAGE_NAME = re.compile(r"[0-9]{8}\.jpg")
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")  # must be safe as a folder name
+LABEL_COLUMNS = ("image", "gender", "status", "set")
+SPLIT_NAMES = ("train", "dev", "test")
+CATEGORIES = ("gender", "status")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the dataset: its URL line and, when it has one, its label row."""
+
+    index: int
+    url: str | None
+    split: str | None = None
+    gender: int | None = None
+    status: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:08d}.jpg"
+
+    def label(self, category: str) -> int | None:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r}")
+        return getattr(self, category)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    files: Mapping[str, bytes]  # the raw bytes, so DIR gets byte-exact copies
+    items: tuple[Item, ...]  # ordered by index
+    classes: Mapping[str, tuple[str, ...]]  # category -> class names, index = label
+    pinned: bool  # whether every file matched the pinned SHA-256
+
+    @property
+    def downloadable(self) -> list[Item]:
+        return [item for item in self.items if item.url]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_pinned(version: Version, filename: str, data: bytes, source: str) -> None:
+    digest = sha256(data)
+    if digest != version.sha256[filename]:
+        raise ChecksumError(
+            filename, None,
+            f"SHA-256 mismatch for dataset {version.name} from {source} "
+            f"(expected {version.sha256[filename][:16]}…, got {digest[:16]}…)",
+        )
+
+
+def read_local(folder: str | os.PathLike) -> dict[str, bytes]:
+    """The five files from a local folder; a missing one is an error."""
+    folder = Path(folder)
+    files = {}
+    for name in METADATA_FILES:
+        try:
+            files[name] = (folder / name).read_bytes()
+        except FileNotFoundError:
+            raise MetadataError(str(folder / name), None, "missing metadata file") from None
+        except OSError as exc:
+            raise MetadataError(str(folder / name), None, f"cannot read: {exc.strerror}") from None
+    return files
+
+
+def read_pinned_copy(folder: str | os.PathLike, version: Version) -> dict[str, bytes] | None:
+    """The five files from DIR's root if they are exactly the pinned ones, else None.
+
+    This is what lets a rerun, `verify` and `info` work without the network.
+    """
+    files = {}
+    for name in METADATA_FILES:
+        try:
+            data = (Path(folder) / name).read_bytes()
+        except OSError:
+            return None
+        if sha256(data) != version.sha256[name]:
+            return None
+        files[name] = data
+    return files
+
+
+def fetch_pinned(version: Version, base_url: str, get: Callable[[str], bytes]) -> dict[str, bytes]:
+    """The five files from `base_url` (upstream or a mirror), each checked against its pin."""
+    files = {}
+    for name in METADATA_FILES:
+        url = version.metadata_url(name, base_url)
+        data = get(url)
+        check_pinned(version, name, data, url)
+        files[name] = data
+    return files
+
+
+def parse(files: Mapping[str, bytes], pinned: bool) -> Metadata:
+    classes = parse_classes(files["labels.metadata.en.txt"])
+    urls = parse_urls(files["urls.txt"])
+    labels = parse_labels(files["labels.csv"], classes)
+    # A blank URL line with no label row is a gap in the numbering, not an image.
+    indices = sorted({i for i, url in enumerate(urls) if url} | set(labels))
+    items = []
+    for index in indices:
+        url = urls[index] if index < len(urls) else None
+        split, gender, status = labels.get(index, (None, None, None))
+        items.append(Item(index, url, split, gender, status))
+    return Metadata(dict(files), tuple(items), classes, pinned)
+
+
+def _text(data: bytes, filename: str) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise MetadataError(filename, line, "not valid UTF-8") from None
+    return text
+
+
+def parse_urls(data: bytes) -> list[str | None]:
+    """Line N (from 0) is image N; a blank line keeps the numbering but has no image."""
+    urls: list[str | None] = []
+    for number, line in enumerate(_text(data, "urls.txt").splitlines(), start=1):
+        url = line.strip()
+        if not url:
+            urls.append(None)
+            continue
+        problem = _url_problem(url)
+        if problem:
+            raise MetadataError("urls.txt", number, f"{problem}: {url[:80]!r}")
+        urls.append(url)
+    return urls
+
+
+def _url_problem(url: str) -> str | None:
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        return "URL contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return "malformed URL"
+    if parts.scheme not in ("http", "https"):
+        return "not an http(s) URL"
+    if not parts.hostname:
+        return "URL has no host"
+    return None
+
+
+def parse_classes(data: bytes) -> dict[str, tuple[str, ...]]:
+    """labels.metadata.en.txt: a header of categories and counts, then one section per category."""
+    filename = "labels.metadata.en.txt"
+    lines = _text(data, filename).splitlines()
+    if len(lines) < 2:
+        raise MetadataError(filename, len(lines) + 1, "expected a header of categories and class counts")
+    names = lines[0].split("\t")
+    counts = lines[1].split("\t")
+    if len(names) != len(counts) or not all(c.strip().isdigit() for c in counts):
+        raise MetadataError(filename, 2, "class counts do not match the categories")
+    declared = {n.strip(): int(c) for n, c in zip(names, counts)}
+    missing = [c for c in CATEGORIES if c not in declared]
+    if missing:
+        raise MetadataError(filename, 1, f"missing categories: {', '.join(missing)}")
+
+    sections: dict[str, dict[int, tuple[str, int]]] = {}
+    current = None
+    for number, line in enumerate(lines[2:], start=3):
+        if not line.strip():
+            continue
+        if not line.startswith("\t"):
+            current = line.strip()
+            if current in sections:
+                raise MetadataError(filename, number, f"category {current!r} declared twice")
+            sections[current] = {}
+            continue
+        fields = line.strip("\t").split("\t")
+        if current is None or len(fields) != 2 or not fields[0].isdigit():
+            raise MetadataError(filename, number, "expected '<tab><label><tab><class name>'")
+        label, name = int(fields[0]), fields[1].strip()
+        if not CLASS_NAME.fullmatch(name) or name in (".", ".."):
+            raise MetadataError(filename, number, f"class name {name!r} is not usable as a folder name")
+        sections[current][label] = (name, number)
+
+    classes = {}
+    for category in CATEGORIES:
+        entries = sections.get(category, {})
+        if sorted(entries) != list(range(declared[category])):
+            raise MetadataError(
+                filename, None,
+                f"category {category!r} declares {declared[category]} classes but lists labels {sorted(entries)}",
+            )
+        names_ = tuple(entries[i][0] for i in range(declared[category]))
+        if len(set(names_)) != len(names_):
+            raise MetadataError(filename, None, f"category {category!r} repeats a class name")
+        classes[category] = names_
+    return classes
+
+
+def parse_labels(data: bytes, classes: Mapping[str, Sequence[str]]) -> dict[int, tuple[str, int, int]]:
+    """labels.csv -> {image index: (split, gender, status)}."""
+    filename = "labels.csv"
+    reader = csv.reader(io.StringIO(_text(data, filename), newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise MetadataError(filename, 1, "empty file, expected the header image,gender,status,set") from None
+    except csv.Error as exc:
+        raise MetadataError(filename, 1, f"malformed CSV: {exc}") from None
+    missing = [c for c in LABEL_COLUMNS if c not in header]
+    if missing:
+        raise MetadataError(filename, 1, f"missing column(s): {', '.join(missing)}")
+    column = {c: header.index(c) for c in LABEL_COLUMNS}
+
+    labels: dict[int, tuple[str, int, int]] = {}
+    first_seen: dict[int, int] = {}
+    try:
+        for row in reader:
+            number = reader.line_num
+            if not any(field.strip() for field in row):
+                continue
+            if len(row) < len(header):
+                raise MetadataError(filename, number, f"expected {len(header)} fields, found {len(row)}")
+            image = row[column["image"]].strip()
+            if not IMAGE_NAME.fullmatch(image):
+                raise MetadataError(filename, number, f"image name {image[:60]!r} is not of the form NNNNNNNN.jpg")
+            index = int(image[:8])
+            split = row[column["set"]].strip()
+            if split not in SPLIT_NAMES:
+                raise MetadataError(filename, number, f"set {split[:20]!r} is not one of {', '.join(SPLIT_NAMES)}")
+            values = []
+            for category in CATEGORIES:
+                raw = row[column[category]].strip()
+                if not raw.isdigit() or int(raw) >= len(classes[category]):
+                    raise MetadataError(
+                        filename, number,
+                        f"{category} {raw[:20]!r} is outside 0..{len(classes[category]) - 1} "
+                        "declared by labels.metadata.en.txt",
+                    )
+                values.append(int(raw))
+            if index in labels:
+                raise MetadataError(filename, number, f"duplicate row for {image} (first on line {first_seen[index]})")
+            labels[index] = (split, values[0], values[1])
+            first_seen[index] = number
+    except csv.Error as exc:
+        raise MetadataError(filename, reader.line_num, f"malformed CSV: {exc}") from None
+    return labels

@@ -1,0 +1,92 @@
+"""Normalization: whatever the server sent, in; a 256x256 RGB JPEG, out.
+
+A pure function of the bytes, so it is tested without a server. The server's
+own bytes are kept when they already are a 256x256 RGB JPEG, because every
+re-encode loses a little.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+SIZE = (256, 256)
+JPEG_QUALITY = 95
+# Far above any face crop a IIIF server renders, far below what exhausts memory.
+# Checked against the header before decoding, so a decompression bomb costs nothing.
+MAX_PIXELS = 64 * 1024 * 1024
+
+
+class NotAnImage(ValueError):
+    """The body does not decode as an image: HTML error pages, iipsrv's garbage 200s, truncations."""
+
+
+class ImageTooLarge(ValueError):
+    """The image declares more pixels than we are willing to decode."""
+
+
+@dataclass(frozen=True)
+class Normalized:
+    data: bytes
+    source_width: int
+    source_height: int
+    source_mode: str
+    converted: bool  # False when `data` is the server's bytes, unchanged
+
+
+def normalize(body: bytes) -> Normalized:
+    try:
+        image = Image.open(io.BytesIO(body))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageTooLarge(f"image declares {width}x{height} pixels")
+        # Decode fully even when we keep the bytes: a truncated JPEG opens fine
+        # and only fails here.
+        image.load()
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise NotAnImage(f"body is not a decodable image ({_describe(body)}): {exc}") from None
+
+    mode = image.mode
+    if image.format == "JPEG" and image.size == SIZE and mode == "RGB":
+        return Normalized(body, width, height, mode, converted=False)
+    return Normalized(_to_rgb_jpeg(image), width, height, mode, converted=True)
+
+
+def _to_rgb_jpeg(image: Image.Image) -> bytes:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, as they would show on a page, not black.
+        rgba = image.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))
+    else:
+        rgb = image.convert("RGB")
+    if rgb.size != SIZE:
+        rgb = rgb.resize(SIZE, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def _describe(body: bytes) -> str:
+    head = body[:16]
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return f"HTML, {len(body)} bytes"
+    return f"{len(body)} bytes starting {head[:8]!r}"
+
+
+def is_normalized(data: bytes) -> bool:
+    """Whether `data` decodes as a 256x256 RGB JPEG (what every file on disk must be)."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format != "JPEG" or image.size != SIZE or image.mode != "RGB":
+            return False
+        image.load()
+    except Exception:  # noqa: BLE001 - any failure to decode means "not normalized"
+        return False
+    return True
+

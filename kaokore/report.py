@@ -1,0 +1,129 @@
+"""Reporting: the progress display while a run goes, and its summary (a line, or JSON) at the end."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TextIO
+
+from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
+from .fetch import Failure
+
+PLAIN_INTERVAL = 5.0  # seconds between progress lines when stderr is not a terminal (CI logs)
+
+
+@dataclass
+class Summary:
+    """What a `kaokore.download` run did; also the `--json` document."""
+
+    dir: str
+    dataset_version: str
+    layout: str
+    total: int = 0  # images selected that have a URL
+    downloaded: int = 0
+    already_present: int = 0
+    failed: int = 0
+    unavailable: int = 0  # labelled images whose URL line is blank upstream: nothing to fetch
+    not_attempted: int = 0  # left when the run was interrupted
+    relocated: int = 0  # moved from another layout without the network
+    converted: int = 0  # of `downloaded`, how many were re-encoded
+    seconds: float = 0.0
+    hosts_unreachable: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.interrupted and self.failed == 0 and self.not_attempted == 0
+
+    @property
+    def exit_status(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.complete else EXIT_INCOMPLETE
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["seconds"] = round(self.seconds, 3)
+        doc["failures"] = [asdict(f) for f in sorted(self.failures, key=lambda f: f.image)]
+        doc["complete"] = self.complete
+        return doc
+
+    def line(self) -> str:
+        parts = [f"{self.downloaded} new", f"{self.already_present} already present", f"{self.failed} failed"]
+        if self.unavailable:
+            parts.append(f"{self.unavailable} unavailable upstream")
+        if self.relocated:
+            parts.append(f"{self.relocated} moved to the {self.layout} layout")
+        if self.not_attempted:
+            parts.append(f"{self.not_attempted} not attempted")
+        verdict = "interrupted" if self.interrupted else ("complete" if self.complete else "INCOMPLETE")
+        text = f"kaokore {self.dataset_version}: {verdict}: {', '.join(parts)} in {self.seconds:.1f}s"
+        if self.failed:
+            text += " (see failures.csv)"
+        return text
+
+
+class Progress:
+    """A tqdm bar on a terminal; on anything else (CI logs) a plain line every few seconds."""
+
+    def __init__(self, total: int, *, quiet: bool = False, stream: TextIO | None = None,
+                 interval: float = PLAIN_INTERVAL):
+        self._stream = stream or sys.stderr
+        self._total = total
+        self._done = 0
+        self._failed = 0
+        self._quiet = quiet
+        self._interval = interval
+        self._start = time.monotonic()
+        self._last_line = self._start
+        self._bar = None
+        if not quiet and total and _isatty(self._stream):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="img", file=self._stream, dynamic_ncols=True,
+                             desc="kaokore", smoothing=0.05)
+
+    def advance(self, ok: bool) -> None:
+        self._done += 1
+        if not ok:
+            self._failed += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            if not ok:
+                self._bar.set_postfix(failed=self._failed, refresh=False)
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        """Called often; prints a plain line only when the interval has passed."""
+        if self._bar is not None or self._quiet:
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self._interval:
+            self._last_line = now
+            elapsed = now - self._start
+            rate = self._done / elapsed if elapsed > 0 else 0.0
+            left = self._total - self._done
+            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+            print(f"kaokore: {self._done}/{self._total} images, {self._failed} failed, "
+                  f"{rate:.1f} img/s, ETA {eta}", file=self._stream, flush=True)
+
+    def note(self, message: str) -> None:
+        """A line that must be seen even in quiet mode (warnings about the run itself)."""
+        if self._bar is not None:
+            self._bar.write(message, file=self._stream)
+        else:
+            print(message, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

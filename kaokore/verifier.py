@@ -1,0 +1,155 @@
+"""`kaokore verify`: prove, without the network, that a downloaded tree is complete and intact."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from . import metadata as md
+from .errors import EXIT_INCOMPLETE, EXIT_OK, DirectoryError, UsageError
+from .layout import LAYOUTS, SPLITS, all_folders, image_path
+from .normalize import is_normalized
+from .plan import select
+from .store import MANIFEST, ManifestRow, read_manifest, read_state
+from .versions import METADATA_FILES, Version, get_version, identify_version
+
+
+@dataclass(frozen=True)
+class Problem:
+    where: str  # an image name, or a path relative to DIR
+    kind: str  # missing | checksum | not-normalized | unlisted | stray | metadata
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.where}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    dir: str
+    dataset_version: str
+    layout: str
+    metadata_pinned: bool = True  # False: DIR came from --metadata-dir, its metadata was not checked
+    expected: int = 0
+    intact: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_OK if self.ok else EXIT_INCOMPLETE
+
+    def line(self) -> str:
+        verdict = "intact" if self.ok else f"NOT intact, {len(self.problems)} problem(s)"
+        return (f"kaokore verify {self.dataset_version} ({self.layout} layout): {verdict}; "
+                f"{self.intact}/{self.expected} images good")
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["ok"] = self.ok
+        doc["missing"] = sum(p.kind == "missing" for p in self.problems)
+        return doc
+
+
+def verify(dir: str | os.PathLike = "kaokore", dataset_version: str | Version | None = None,
+           splits: Iterable[str] | None = None, limit: int | None = None) -> VerifyReport:
+    """Check every image the version lists: present where the layout puts it,
+    matching its manifest SHA-256, decoding as a 256x256 RGB JPEG; and nothing else in the image folders."""
+    root = Path(dir)
+    if not root.is_dir():
+        raise DirectoryError(f"{str(root)!r} is not a directory")
+    files = md.read_local(root)
+    state = read_state(root)
+    meta = md.parse(files, pinned=False)
+    rows = read_manifest(root)
+    layout = _layout(root, state, rows, meta)
+    if dataset_version is None and state.get("metadata_pinned") is False:
+        # Downloaded from --metadata-dir: DIR's own metadata is the reference, there is no pin to hold it to.
+        report = VerifyReport(str(root), str(state.get("dataset_version", "custom")), layout, metadata_pinned=False)
+    else:
+        version = _version(files, state, dataset_version)
+        report = VerifyReport(str(root), version.name, layout)
+        for name in METADATA_FILES:
+            if md.sha256(files[name]) != version.sha256[name]:
+                report.problems.append(
+                    Problem(name, "metadata", f"does not match the pinned SHA-256 of {version.name}"))
+
+    selection = [i for i in select(meta.items, splits, limit) if i.url]
+    report.expected = len(selection)
+    for item in selection:
+        problem = _check_image(root, item, image_path(item, layout, meta.classes), rows.get(item.name))
+        if problem:
+            report.problems.append(problem)
+        else:
+            report.intact += 1
+    report.problems.extend(_strays(root, layout, meta))
+    return report
+
+
+def _version(files, state: dict, requested: str | Version | None) -> Version:
+    if isinstance(requested, Version):
+        return requested
+    name = requested or state.get("dataset_version")
+    if name:
+        return get_version(name)
+    version = identify_version(md.sha256(files["urls.txt"]))
+    if version is None:
+        raise UsageError("cannot tell which version DIR holds; pass --dataset_version")
+    return version
+
+
+def _layout(root: Path, state: dict, rows: dict[str, ManifestRow], meta: md.Metadata) -> str:
+    """The state file says; failing that the manifest, and failing that the folders on disk."""
+    if state.get("layout") in LAYOUTS:
+        return state["layout"]
+    if rows:
+        return Counter(r.layout for r in rows.values()).most_common(1)[0][0]
+    if (root / "images_256").is_dir():
+        return "flat"
+    for layout in ("gender", "status"):
+        if any((root / f).is_dir() for f in all_folders(layout, meta.classes) if "/" in f):
+            return layout
+    return "split"
+
+
+def _check_image(root: Path, item: md.Item, rel: str, row: ManifestRow | None) -> Problem | None:
+    try:
+        data = (root / rel).read_bytes()
+    except FileNotFoundError:
+        return Problem(item.name, "missing", f"expected at {rel}")
+    except OSError as exc:
+        return Problem(item.name, "missing", f"cannot read {rel}: {exc.strerror}")
+    if row is None:
+        return Problem(item.name, "unlisted", f"{rel} has no row in {MANIFEST}")
+    if md.sha256(data) != row.sha256:
+        return Problem(item.name, "checksum", f"{rel} does not match its manifest SHA-256 ({len(data)} bytes)")
+    if not is_normalized(data):
+        return Problem(item.name, "not-normalized", f"{rel} is not a decodable 256x256 RGB JPEG")
+    return None
+
+
+def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
+    """Files in the image folders that the version does not list there."""
+    expected = {image_path(i, layout, meta.classes) for i in meta.downloadable}
+    folders = set(all_folders(layout, meta.classes))
+    if layout in ("gender", "status"):
+        folders |= set(SPLITS)  # hold only class folders
+    problems = []
+    for folder in sorted(folders):
+        try:
+            entries = sorted(os.scandir(root / folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            rel = f"{folder}/{entry.name}"
+            if rel in expected or rel in folders:
+                continue
+            problems.append(Problem(rel, "stray", "not part of the dataset in this layout"))
+    return problems
+
+
