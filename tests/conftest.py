@@ -1,0 +1,122 @@
+"""Shared fixtures: loopback IIIF hosts and small synthetic KaoKore metadata.
+
+Nothing here reaches beyond 127.0.0.1, and nothing reads the real upstream files.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from iiif_server import FakeIIIF  # noqa: E402
+
+from kaokore.versions import METADATA_FILES, Version  # noqa: E402
+
+CLASSES_EN = (
+    "gender\tstatus\n2\t4\n\ngender\n\t0\tmale\n\t1\tfemale\n\n"
+    "status\n\t0\tnoble\n\t1\twarrior\n\t2\tincarnation\n\t3\tcommoner\n"
+).encode()
+CLASSES_JA = "性別\t身分\n2\t4\n\n性別\n\t0\t男\n\t1\t女\n\n身分\n\t0\t貴族\n\t1\t武士\n\t2\t化身\n\t3\t庶民\n".encode()
+SPLIT_CYCLE = ("train", "train", "dev", "test")
+
+
+@dataclass
+class Synthetic:
+    """A small dataset in the real files' shapes, served by a FakeIIIF."""
+
+    files: dict[str, bytes]
+    urls: dict[int, str]  # image index -> URL
+    labels: dict[int, tuple[str, int, int]]  # image index -> (split, gender, status)
+    meta_dir: Path
+    extra: dict = field(default_factory=dict)
+
+    def version(self, name: str = "1.0", folder: str = "dataset") -> Version:
+        digests = {n: hashlib.sha256(self.files[n]).hexdigest() for n in METADATA_FILES}
+        return Version(name, folder, len(self.urls), MappingProxyType(digests))
+
+    def name(self, index: int) -> str:
+        return f"{index:08d}.jpg"
+
+    def rewrite(self, filename: str, data: bytes) -> None:
+        self.files[filename] = data
+        (self.meta_dir / filename).write_bytes(data)
+
+
+def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, ...] = (5,),
+                   unlabeled: tuple[int, ...] = (3, 7), labeled_blank: tuple[int, ...] = (),
+                   size: str = "256,256", sizes: dict[int, str] | None = None) -> Synthetic:
+    """n URL lines spread round-robin over the hosts; `blank` lines empty; `unlabeled` without a label row."""
+    sizes = sizes or {}
+    lines, urls, labels = [], {}, {}
+    hosts = len(srv.base_urls)
+    for i in range(n):
+        if i in blank or i in labeled_blank:
+            lines.append("")
+        else:
+            url = srv.url(i % hosts, f"book{i % hosts}/page{i // 5}.tif",
+                          region=f"{10 * i},{20 + i},300,300", size=sizes.get(i, size))
+            urls[i] = url
+            lines.append(url)
+        if i not in unlabeled and i not in blank:
+            labels[i] = (SPLIT_CYCLE[i % 4], i % 2, i % 4)
+    label_lines = ["image,gender,status,set"] + [
+        f"{i:08d}.jpg,{g},{s},{split}" for i, (split, g, s) in sorted(labels.items(), key=lambda kv: (kv[1], kv[0]))
+    ]
+    files = {
+        "urls.txt": ("\n".join(lines) + "\n").encode(),
+        "labels.csv": ("\n".join(label_lines) + "\n").encode(),
+        "labels.metadata.en.txt": CLASSES_EN,
+        "labels.metadata.ja.txt": CLASSES_JA,
+        "original_tags.txt": "".join(f"{i:08d}.jpg:性別=男\n" for i in urls).encode(),
+    }
+    meta_dir = root / "metadata"
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (meta_dir / name).write_bytes(data)
+        srv.set_file(f"/meta/dataset/{name}", data)
+    return Synthetic(files, urls, labels, meta_dir)
+
+
+@pytest.fixture
+def srv():
+    with FakeIIIF(hosts=3) as server:
+        yield server
+
+
+@pytest.fixture
+def synth(srv, tmp_path) -> Synthetic:
+    return make_synthetic(srv, tmp_path)
+
+
+def jpeg_info(path: Path) -> tuple[str, tuple[int, int], str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return im.format, im.size, im.mode
+
+
+def image_files(root: Path) -> dict[str, Path]:
+    """Every image under DIR by file name (bookkeeping at the root is not an image)."""
+    return {p.name: p for p in root.rglob("*.jpg") if p.parent != root}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from kaokore.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def encode(image, fmt: str = "JPEG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
