@@ -7,6 +7,7 @@ exit status; a traceback here would be a bug.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import signal
 import sys
@@ -17,6 +18,8 @@ from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
 from .layout import DEFAULT_LAYOUT, LAYOUTS
 from .plan import SPLIT_CHOICES
 from .versions import DEFAULT_VERSION, VERSIONS
+
+PLUGGED_COMMANDS: tuple[str, ...] = ()  # e.g. ("info", "preview"): modules with register(subparsers)
 
 EXIT_STATUSES = """exit status:
   0    complete (download) / intact (verify)
@@ -109,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "json", action="store_true", help="print the report as JSON on stdout")
 
     sub.add_parser("versions", help="list the dataset versions")
+    for name in PLUGGED_COMMANDS:
+        # Each of these modules adds its own subcommand and sets `run` on it.
+        importlib.import_module(f"kaokore.{name}").register(sub)
     return parser
 
 
@@ -135,6 +141,8 @@ def safe_main(run) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if getattr(args, "run", None) is not None:
+        return args.run(args)
     if args.command == "download":
         return run_download(download_kwargs(args), args.json)
     if args.command == "verify":

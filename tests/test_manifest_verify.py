@@ -1,0 +1,168 @@
+"""The manifest, `kaokore verify`, repair of damaged trees, and layout switching without the network."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import image_files, jpeg_info, run_cli
+
+import kaokore
+from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from kaokore.store import file_sha256
+
+
+def manifest(root: Path) -> dict[str, dict]:
+    with open(root / "manifest.csv", newline="") as f:
+        return {row["image"]: row for row in csv.DictReader(f)}
+
+
+@pytest.fixture
+def tree(srv, synth, tmp_path):
+    kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True)
+    return tmp_path / "data"
+
+
+def test_manifest_has_a_row_per_image_with_its_checksum(synth, tree):
+    rows = manifest(tree)
+    assert set(rows) == {synth.name(i) for i in synth.urls}
+    for name, row in rows.items():
+        path = tree / row["path"]
+        assert path.is_file() and not Path(row["path"]).is_absolute()
+        assert row["sha256"] == file_sha256(path)
+        assert int(row["bytes"]) == path.stat().st_size
+        assert row["url"] == synth.urls[int(name[:8])]
+        assert row["converted"] in ("true", "false") and row["layout"] == "split"
+        assert (row["source_width"], row["source_height"], row["source_mode"]) == ("256", "256", "RGB")
+
+
+def test_verify_passes_after_a_download(tree, capsys):
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(tree))
+    assert code == EXIT_OK
+    assert "intact" in out and "NOT" not in out
+
+
+def test_damage_is_named_by_verify_and_repaired_by_exactly_two_requests(srv, synth, tree, capsys):
+    rows = manifest(tree)
+    truncated, deleted = sorted(rows)[1], sorted(rows)[4]
+    path = tree / rows[truncated]["path"]
+    path.write_bytes(path.read_bytes()[:100])
+    (tree / rows[deleted]["path"]).unlink()
+
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(tree))
+    assert code == EXIT_INCOMPLETE
+    problem_lines = [line for line in out.splitlines() if not line.startswith("kaokore verify")]
+    assert len(problem_lines) == 2
+    assert any(line.startswith(truncated) and "checksum" in line for line in problem_lines)
+    assert any(line.startswith(deleted) and "missing" in line for line in problem_lines)
+
+    srv.reset_stats()
+    code, _, _ = run_cli(capsys, "download", "--dir", str(tree), "--metadata-dir", str(synth.meta_dir), "--quiet")
+    assert code == EXIT_OK
+    assert sorted(path for _, path in srv.request_log) == sorted(
+        "/" + synth.urls[int(n[:8])].split("/", 3)[3] for n in (truncated, deleted))
+    assert run_cli(capsys, "verify", "--dir", str(tree))[0] == EXIT_OK
+
+
+def test_verify_json_and_other_problems(synth, tree, capsys):
+    rows = manifest(tree)
+    first = sorted(rows)[0]
+    (tree / "train" / "stray.txt").write_text("not an image")
+    # A correct-looking file whose manifest row was lost is reported too.
+    lines = (tree / "manifest.csv").read_text().splitlines()
+    (tree / "manifest.csv").write_text("\n".join(l for l in lines if not l.startswith(first)) + "\n")
+    (tree / "labels.metadata.ja.txt").write_bytes(b"tampered")
+
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(tree), "--json", "--dataset_version", "1.0")
+    doc = json.loads(out)
+    assert code == EXIT_INCOMPLETE and doc["ok"] is False
+    kinds = {(p["where"], p["kind"]) for p in doc["problems"]}
+    assert ("train/stray.txt", "stray") in kinds
+    assert (first, "unlisted") in kinds
+    # 1.0's pins are the real upstream ones; these synthetic files match none of them.
+    assert ("labels.metadata.ja.txt", "metadata") in kinds and ("urls.txt", "metadata") in kinds
+
+
+def test_verify_on_a_missing_dir_is_a_one_line_usage_error(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "verify", "--dir", str(tmp_path / "nope"))
+    assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_run_killed_before_its_manifest_rebuilds_it_from_disk(srv, synth, tree, capsys):
+    before = manifest(tree)
+    (tree / "manifest.csv").unlink()
+    srv.reset_stats()
+    summary = kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert srv.request_log == [] and summary.already_present == len(before)
+    after = manifest(tree)
+    assert {k: v["sha256"] for k, v in after.items()} == {k: v["sha256"] for k, v in before.items()}
+    assert run_cli(capsys, "verify", "--dir", str(tree))[0] == EXIT_OK
+
+
+def test_the_journal_keeps_source_details_across_a_crash(srv, synth, tree):
+    """Rows appended during a run survive a kill; the next run folds them into the manifest."""
+    before = manifest(tree)
+    journal = tree / "manifest.journal.csv"
+    journal.write_text((tree / "manifest.csv").read_text())
+    (tree / "manifest.csv").unlink()
+    kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert manifest(tree) == before
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize("sequence", [("split", "status", "flat"), ("flat", "gender", "split")])
+def test_switching_layout_moves_files_without_any_request(srv, synth, tmp_path, capsys, sequence):
+    root = tmp_path / "data"
+    first, *rest = sequence
+    kaokore.download(root, metadata_dir=synth.meta_dir, layout=first, quiet=True)
+    shas = {name: file_sha256(p) for name, p in image_files(root).items()}
+    for layout in rest:
+        srv.reset_stats()
+        summary = kaokore.download(root, metadata_dir=synth.meta_dir, layout=layout, quiet=True)
+        assert srv.request_log == []
+        assert summary.downloaded == 0 and summary.already_present == len(synth.urls)
+        assert {name: file_sha256(p) for name, p in image_files(root).items()} == shas  # renamed, not re-encoded
+        assert {row["layout"] for row in manifest(root).values()} == {layout}
+        assert json.loads((root / "kaokore.json").read_text())["layout"] == layout
+        code, out, _ = run_cli(capsys, "verify", "--dir", str(root))
+        assert code == EXIT_OK, out
+        # The old layout's folders are gone, so no image sits in two trees.
+        if layout != "flat":
+            assert not (root / "images_256").exists()
+        if layout == "flat":
+            assert not (root / "train").exists()
+
+
+def test_layout_switch_then_fetches_only_what_is_missing(srv, synth, tmp_path):
+    root = tmp_path / "data"
+    kaokore.download(root, metadata_dir=synth.meta_dir, layout="split", quiet=True, splits=["train"])
+    srv.reset_stats()
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, layout="gender", quiet=True)
+    trains = sum(1 for i in synth.urls if synth.labels.get(i, ("",))[0] == "train")
+    assert summary.already_present == trains
+    assert len(srv.request_log) == len(synth.urls) - trains
+
+
+def test_leftover_temporaries_are_swept(srv, synth, tree):
+    leftover = tree / "train" / ".00000000.jpg.deadbeef.kaokore-tmp"
+    leftover.write_bytes(b"partial")
+    kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert not leftover.exists()
+
+
+def test_a_foreign_file_under_a_final_name_is_replaced_not_trusted(srv, synth, tree):
+    """Files with no manifest row (e.g. from upstream's script, 200x200) are fetched again."""
+    rows = manifest(tree)
+    name = sorted(rows)[2]
+    from PIL import Image
+
+    Image.new("RGB", (200, 200)).save(tree / rows[name]["path"])
+    lines = (tree / "manifest.csv").read_text().splitlines()
+    (tree / "manifest.csv").write_text("\n".join(l for l in lines if not l.startswith(name)) + "\n")
+    srv.reset_stats()
+    kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert len(srv.request_log) == 1
+    assert jpeg_info(tree / rows[name]["path"]) == ("JPEG", (256, 256), "RGB")
