@@ -84,6 +84,13 @@ def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, 
     return Synthetic(files, urls, labels, meta_dir)
 
 
+@pytest.fixture(autouse=True)
+def _loopback_bypasses_proxies(monkeypatch):
+    """A developer's HTTP(S)_PROXY must not carry loopback test traffic off the machine."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
 @pytest.fixture
 def srv():
     with FakeIIIF(hosts=3) as server:

@@ -1,0 +1,806 @@
+"""A real loopback HTTP server standing in for the KaoKore IIIF image servers.
+
+Used by the downloader's test-suite and by ``benchmarks/throughput.py``, so it
+must stay importable as a plain module: standard library + Pillow only, and no
+mutable module-level state (every cache and counter lives on the instance).
+
+    with FakeIIIF(hosts=3) as srv:
+        url = srv.url(0, "NRE/110X-445-3-2/tif/2_004.tif")
+        srv.inject(url, Fault.S503, times=2)   # two 503s, then the image
+        ...
+        assert srv.requests(url) == 3
+
+URLs given to ``inject``/``requests``/``expected_bytes`` may be full URLs (they
+then apply to that host only) or bare paths (they apply to every host).  Paths
+are compared percent-decoded and without the query string, so a client that
+quotes ``/`` as ``%2F`` inside identifiers is still counted against the same URL.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import json
+import mimetypes
+import re
+import socket
+import socketserver
+import struct
+import threading
+import time
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
+from urllib.parse import unquote, urlsplit
+
+from PIL import Image, ImageDraw
+
+__all__ = ["FakeIIIF", "Fault", "PAGE_SIZE", "HUGE_BODY_SIZE"]
+
+PAGE_SIZE = (2000, 3000)  # every synthetic source page is this big (w, h)
+HUGE_BODY_SIZE = 25 * 2**20
+BOMB_SIDE = 20_000
+OVERSIZED_SIZE = (1024, 1024)
+UNDERSIZED_SIZE = (64, 64)
+JPEG_QUALITY = 90
+# Refuse absurd output sizes so a buggy client cannot make the test box swap.
+MAX_OUTPUT_PIXELS = 25_000_000
+OUTSIDE_BODY = b"Error: region outside image"
+GARBAGE_BODY = b"\x00GARBAGE-NOT-AN-IMAGE\xff" * 256
+HTML_BODY = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
+    b"<body><h1>Service temporarily unavailable</h1>"
+    b"<p>The image server is under maintenance.</p></body></html>"
+)
+_POLL = 0.02  # how often blocked loops re-check for shutdown
+_STREAM_CHUNK = bytes(256 * 1024)
+_REGION_RE = re.compile(r"(-?\d+),(-?\d+),(-?\d+),(-?\d+)")
+_SIZE_RE = re.compile(r"(!)?(-?\d*),(-?\d*)")
+
+
+class Fault(StrEnum):
+    S503 = "s503"
+    S429 = "s429"
+    S500 = "s500"
+    S404 = "s404"
+    RESET = "reset"
+    TRUNCATED = "truncated"
+    HTML200 = "html200"
+    GARBAGE200 = "garbage200"
+    STALL = "stall"
+    GRAY = "gray"
+    CMYK = "cmyk"
+    PNG = "png"
+    OVERSIZED = "oversized"
+    UNDERSIZED = "undersized"
+    BOMB = "bomb"
+    HUGE_BODY = "huge_body"
+    REDIRECT_FILE = "redirect_file"
+    REDIRECT_LOOP = "redirect_loop"
+
+
+# Faults that replace the normal content with another *valid* image.
+IMAGE_VARIANTS = frozenset(
+    {Fault.GRAY, Fault.CMYK, Fault.PNG, Fault.OVERSIZED, Fault.UNDERSIZED, Fault.BOMB}
+)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class _BadRequest(Exception):
+    status = 400
+
+
+class _NotFound(_BadRequest):
+    status = 404
+
+
+@dataclass(frozen=True)
+class _ImageRequest:
+    identifier: str
+    box: tuple[int, int, int, int] | None  # clipped to the page; None = fully outside
+    size: tuple[int, int]
+
+
+def _text(status: int, message: str, content_type: str | None = "text/plain") -> _Reply:
+    return _Reply(status, message.encode() + b"\n", content_type)
+
+
+# --------------------------------------------------------------------------
+# IIIF URL parsing (pure functions)
+# --------------------------------------------------------------------------
+
+
+def _normalize_path(path: str) -> str:
+    path = unquote(path.split("?", 1)[0].split("#", 1)[0])
+    return path if path.startswith("/") else "/" + path
+
+
+def _parse_region(text: str) -> tuple[int, int, int, int] | None:
+    page_w, page_h = PAGE_SIZE
+    if text == "full":
+        return (0, 0, page_w, page_h)
+    if text == "square":
+        side = min(page_w, page_h)
+        return ((page_w - side) // 2, (page_h - side) // 2, side, side)
+    match = _REGION_RE.fullmatch(text)
+    if not match:
+        raise _BadRequest(f"bad region {text!r}")
+    x, y, w, h = map(int, match.groups())
+    if min(x, y) < 0 or w <= 0 or h <= 0:
+        raise _BadRequest(f"bad region {text!r}")
+    if x >= page_w or y >= page_h:
+        return None
+    return (x, y, min(w, page_w - x), min(h, page_h - y))
+
+
+def _parse_size(text: str, region_w: int, region_h: int) -> tuple[int, int]:
+    if text in ("full", "max"):
+        size = (region_w, region_h)
+    else:
+        size = _parse_wh(text.removeprefix("^"), region_w, region_h)
+    if min(size) < 1 or size[0] * size[1] > MAX_OUTPUT_PIXELS:
+        raise _BadRequest(f"bad size {text!r}")
+    return size
+
+
+def _parse_wh(text: str, region_w: int, region_h: int) -> tuple[int, int]:
+    match = _SIZE_RE.fullmatch(text)
+    if not match:
+        raise _BadRequest(f"bad size {text!r}")
+    best_fit, w_txt, h_txt = match.groups()
+    w = int(w_txt) if w_txt else None
+    h = int(h_txt) if h_txt else None
+    if (w is not None and w <= 0) or (h is not None and h <= 0):
+        raise _BadRequest(f"bad size {text!r}")
+    if best_fit:
+        if w is None or h is None:
+            raise _BadRequest(f"bad size {text!r}")
+        scale = min(w / region_w, h / region_h)
+        return (max(1, round(region_w * scale)), max(1, round(region_h * scale)))
+    if w is not None and h is not None:
+        return (w, h)
+    if w is not None:
+        return (w, max(1, round(w * region_h / region_w)))
+    if h is not None:
+        return (max(1, round(h * region_w / region_h)), h)
+    raise _BadRequest(f"bad size {text!r}")
+
+
+def _parse_image_path(path: str) -> _ImageRequest:
+    """Parse ``/iiif/{identifier}/{region}/{size}/{rotation}/{quality}.{format}``.
+
+    Identifiers contain slashes (Keio: ``NRE/110X-445-3-2/tif/2_004.tif``), so
+    the four IIIF parameters are taken from the end.
+    """
+    segments = path.removeprefix("/iiif/").split("/")
+    if len(segments) < 5 or not all(segments[:-4]):
+        raise _NotFound("not an IIIF image request")
+    identifier = "/".join(segments[:-4])
+    region_txt, size_txt, rotation, last = segments[-4:]
+    if rotation != "0" or last != "default.jpg":
+        raise _BadRequest("only rotation 0, quality default and format jpg are supported")
+    region = _parse_region(region_txt)
+    # Size syntax is validated even for out-of-page regions, as a real server would.
+    ref_w, ref_h = (region or (0, 0, *PAGE_SIZE))[2:]
+    return _ImageRequest(identifier, region, _parse_size(size_txt, ref_w, ref_h))
+
+
+def _info_identifier(path: str) -> str | None:
+    if path.startswith("/iiif/") and path.endswith("/info.json"):
+        identifier = path[len("/iiif/") : -len("/info.json")]
+        return identifier or None
+    return None
+
+
+# --------------------------------------------------------------------------
+# Image synthesis (pure functions)
+# --------------------------------------------------------------------------
+
+
+def _page_colour(seed: bytes, x: float, y: float) -> tuple[int, int, int]:
+    """Colour of the synthetic page at (x, y): a bilinear blend of four corner
+    colours derived from the identifier, so any crop is computable without
+    materialising the 2000x3000 page."""
+    fx, fy = x / PAGE_SIZE[0], y / PAGE_SIZE[1]
+    weights = ((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy)
+    corners = (seed[0:3], seed[3:6], seed[6:9], seed[9:12])
+    return tuple(
+        round(sum(wt * corner[c] for wt, corner in zip(weights, corners))) for c in range(3)
+    )
+
+
+def _synthesize(identifier: str, box: tuple[int, int, int, int], size: tuple[int, int]) -> Image.Image:
+    seed = hashlib.sha256(identifier.encode()).digest()
+    x, y, w, h = box
+    tile = Image.new("RGB", (2, 2))
+    tile.putdata([_page_colour(seed, px, py) for py in (y, y + h) for px in (x, x + w)])
+    image = tile.resize(size, Image.Resampling.BILINEAR)
+    # A region-dependent "face" makes neighbouring crops differ in bytes even
+    # when the gradient alone would round to the same colours.
+    face = hashlib.sha256(f"{identifier}|{box}".encode()).digest()[:3]
+    out_w, out_h = size
+    ImageDraw.Draw(image).ellipse(
+        (out_w * 0.25, out_h * 0.2, out_w * 0.75, out_h * 0.8), fill=tuple(face)
+    )
+    return image
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buf, "JPEG", quality=JPEG_QUALITY)  # baseline: no progressive/optimize
+    else:
+        image.save(buf, fmt)
+    return buf.getvalue()
+
+
+def _render_variant(req: _ImageRequest, variant: Fault | None) -> _Reply:
+    box = req.box or (0, 0, *PAGE_SIZE)
+    if variant is Fault.OVERSIZED:
+        return _Reply(200, _encode(_synthesize(req.identifier, box, OVERSIZED_SIZE), "JPEG"), "image/jpeg")
+    if variant is Fault.UNDERSIZED:
+        return _Reply(200, _encode(_synthesize(req.identifier, box, UNDERSIZED_SIZE), "JPEG"), "image/jpeg")
+    image = _synthesize(req.identifier, box, req.size)
+    if variant is Fault.GRAY:
+        return _Reply(200, _encode(image.convert("L"), "JPEG"), "image/jpeg")
+    if variant is Fault.CMYK:
+        return _Reply(200, _encode(image.convert("CMYK"), "JPEG"), "image/jpeg")
+    if variant is Fault.PNG:
+        return _Reply(200, _encode(image.convert("RGBA"), "PNG"), "image/png")
+    return _Reply(200, _encode(image, "JPEG"), "image/jpeg")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _build_bomb_png(side: int = BOMB_SIDE) -> bytes:
+    """A valid, fully decodable 1-bit PNG of side x side pixels: ~50 kB on the
+    wire but far above Pillow's MAX_IMAGE_PIXELS.  Built by hand because letting
+    Pillow save it would allocate the whole bitmap first."""
+    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # bit depth 1, greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def _instant_fault_reply(fault: Fault, self_url: str) -> _Reply | None:
+    """Replies for faults that never reach the (capacity-limited) renderer."""
+    if fault is Fault.S503:
+        return _text(503, "Service Unavailable")
+    if fault is Fault.S429:
+        return _Reply(429, b"Too Many Requests\n", "text/plain", (("Retry-After", "1"),))
+    if fault is Fault.S500:
+        return _text(500, "Internal Server Error")
+    if fault is Fault.S404:
+        return _text(404, "Not Found", content_type=None)
+    if fault is Fault.HTML200:
+        return _Reply(200, HTML_BODY, "text/html; charset=utf-8")
+    if fault is Fault.GARBAGE200:
+        return _Reply(200, GARBAGE_BODY, "image/jpeg")
+    if fault is Fault.REDIRECT_FILE:
+        return _Reply(302, headers=(("Location", "file:///etc/passwd"),))
+    if fault is Fault.REDIRECT_LOOP:
+        return _Reply(302, headers=(("Location", self_url),))
+    return None
+
+
+# --------------------------------------------------------------------------
+# HTTP plumbing
+# --------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
+    server_version = "FakeIIIF/1.0"
+    sys_version = ""
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle
+    # plus delayed ACKs would add ~40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.fake._pause(self.server.fake.rtt)  # the TCP handshake's round trip
+
+    def do_GET(self) -> None:
+        self.server.fake._serve(self, self.server.index)
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep pytest / benchmark output clean
+
+    # Set per request by FakeIIIF: ends the request's "in flight" period.
+    # Called just before the final write, because once the client has the
+    # last byte it may open its next connection before this thread returns,
+    # and a sequential client must never look concurrent.
+    request_done = staticmethod(lambda: None)
+
+    def write_reply(self, reply: _Reply, *, content_length: int | None = None) -> None:
+        self.send_response(reply.status)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        length = len(reply.body) if content_length is None else content_length
+        self.send_header("Content-Length", str(length))
+        if content_length is None:
+            self.request_done()
+        self.end_headers()
+        if self.command != "HEAD" and content_length is None:
+            self.wfile.write(reply.body)
+
+    def write_truncated(self, reply: _Reply) -> None:
+        self.write_reply(reply, content_length=len(reply.body))
+        self.wfile.write(reply.body[: len(reply.body) // 2])
+        self.close_connection = True  # the FIN tells the client the body ended early
+
+    def write_padded(self, reply: _Reply, total: int, stopping: threading.Event) -> None:
+        """Stream ``reply.body`` zero-padded to ``total`` bytes without holding it in memory."""
+        self.write_reply(reply, content_length=total)
+        self.wfile.write(reply.body)
+        remaining = total - len(reply.body)
+        view = memoryview(_STREAM_CHUNK)
+        while remaining > 0 and not stopping.is_set():
+            n = min(remaining, len(view))
+            if n == remaining:
+                self.request_done()
+            self.wfile.write(view[:n])
+            remaining -= n
+        self.close_connection = remaining > 0
+
+    def reset(self) -> None:
+        """Drop the connection with a TCP RST instead of a response."""
+        self.close_connection = True
+        self.request_done()
+        # Linger 0 turns close() into an RST.  The makefile() reader holds a
+        # reference that would defer the real close, so close it first.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.rfile.close()
+        self.connection.close()
+
+
+class _HostServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # default 5 drops SYNs under a 12-client burst
+
+    def __init__(self, fake: FakeIIIF, index: int, ssl_context) -> None:
+        self.fake = fake
+        self.index = index
+        self.ssl_context = ssl_context
+        self._live_lock = threading.Lock()
+        self._live_conns: set[socket.socket] = set()
+        self._live_threads: set[threading.Thread] = set()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can
+        # take seconds in sandboxes; we know the name already.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        self.fake._count_connection(self.index)
+        if self.ssl_context is not None:
+            # Handshake lazily in the handler thread so a slow or failing TLS
+            # client cannot block the accept loop.
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def process_request(self, request, client_address) -> None:
+        # Track sockets and threads so stop() can wake idle keep-alive readers
+        # and join every handler.
+        thread = threading.Thread(
+            target=self._run_connection, args=(request, client_address), daemon=True
+        )
+        with self._live_lock:
+            self._live_conns.add(request)
+            self._live_threads.add(thread)
+        thread.start()
+
+    def _run_connection(self, request, client_address) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self._live_lock:
+                self._live_conns.discard(request)
+                self._live_threads.discard(threading.current_thread())
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients hanging up mid-response is expected here; stay quiet
+
+    def drop_connections(self) -> None:
+        with self._live_lock:
+            conns = list(self._live_conns)
+        for conn in conns:
+            try:
+                # The plain-socket method also works on SSLSockets and does not
+                # disturb the SSL object a handler thread may be using.
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def live_threads(self) -> list[threading.Thread]:
+        with self._live_lock:
+            return list(self._live_threads)
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+class FakeIIIF:
+    """``hosts`` loopback IIIF servers sharing one set of fault rules and stats.
+
+    Servers start listening in the constructor; ``start()`` is a no-op kept for
+    symmetry, ``stop()`` is idempotent.  See the module docstring for how URLs
+    are matched.
+    """
+
+    def __init__(
+        self,
+        hosts: int = 3,
+        server_time: float = 0.0,
+        rtt: float = 0.0,
+        capacity: int | None = None,
+        ssl_context=None,
+        stall_seconds: float = 60.0,
+    ) -> None:
+        if hosts < 1:
+            raise ValueError("hosts must be >= 1")
+        if capacity is not None and capacity < 1:
+            raise ValueError("capacity must be >= 1 or None")
+        self.server_time = server_time
+        self.rtt = rtt
+        self.capacity = capacity
+        self.stall_seconds = stall_seconds
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._faults: dict[tuple[int | None, str], collections.deque[list]] = {}
+        self._files: dict[str, bytes] = {}
+        self._cache: dict[tuple, _Reply] = {}
+        self._bomb: bytes | None = None
+        self._slots = [
+            threading.BoundedSemaphore(capacity) if capacity else None for _ in range(hosts)
+        ]
+        self._killed: set[int] = set()
+        self._init_stats(hosts)
+        scheme = "https" if ssl_context is not None else "http"
+        self._servers = [_HostServer(self, i, ssl_context) for i in range(hosts)]
+        self.base_urls = [f"{scheme}://127.0.0.1:{s.server_address[1]}" for s in self._servers]
+        self._origins = {base: i for i, base in enumerate(self.base_urls)}
+        self._serve_threads = [
+            threading.Thread(
+                target=s.serve_forever, kwargs={"poll_interval": _POLL}, daemon=True,
+                name=f"FakeIIIF-host{i}",
+            )
+            for i, s in enumerate(self._servers)
+        ]
+        for thread in self._serve_threads:
+            thread.start()
+
+    def _init_stats(self, hosts: int) -> None:
+        self._counts: collections.Counter[tuple[int, str]] = collections.Counter()
+        self._log: list[tuple[int, str]] = []
+        self._agents: list[str] = []
+        self._in_flight = {i: 0 for i in range(hosts)}
+        self._peak = {i: 0 for i in range(hosts)}
+        self._connections = {i: 0 for i in range(hosts)}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def __enter__(self) -> FakeIIIF:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> FakeIIIF:
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Shut every host down and join all threads, waking stalled handlers."""
+        self._stopping.set()
+        # In parallel: each serve_forever loop needs up to one poll interval to notice.
+        closers = [threading.Thread(target=self._close_host, args=(i,)) for i in range(len(self._servers))]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+        deadline = time.monotonic() + timeout
+        threads = list(self._serve_threads)
+        for server in self._servers:
+            threads += server.live_threads()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def kill_host(self, index: int) -> None:
+        """Make host ``index`` dead: connections are refused and open ones are cut."""
+        self._close_host(index)
+
+    def _close_host(self, index: int) -> None:
+        with self._lock:
+            if index in self._killed:
+                return
+            self._killed.add(index)
+        server = self._servers[index]
+        server.shutdown()  # stop accepting first, so no connection slips past drop
+        server.server_close()
+        server.drop_connections()
+
+    # -- configuration -----------------------------------------------------
+
+    def url(self, host: int, identifier: str, region: str = "0,0,512,512", size: str = "256,256") -> str:
+        return f"{self.base_urls[host]}/iiif/{identifier}/{region}/{size}/0/default.jpg"
+
+    def inject(self, url: str, fault: Fault, times: int | None = None) -> None:
+        """Fault the next ``times`` requests of ``url`` (``None``: all of them).
+
+        Injections on the same URL queue up, e.g. ``inject(u, S503, 2)`` then
+        ``inject(u, TRUNCATED, 1)`` gives 503, 503, truncated, then normal.
+        """
+        fault = Fault(fault)
+        if times is not None and times < 0:
+            raise ValueError("times must be >= 0 or None")
+        if times == 0:
+            return
+        key = self._locate(url)
+        with self._lock:
+            self._faults.setdefault(key, collections.deque()).append([fault, times])
+
+    def clear_faults(self, url: str | None = None) -> None:
+        key = None if url is None else self._locate(url)
+        with self._lock:
+            if key is None:
+                self._faults.clear()
+            else:
+                self._faults.pop(key, None)
+
+    def set_file(self, path: str, data: bytes) -> None:
+        """Serve ``data`` at ``path`` on every host (e.g. dataset metadata)."""
+        with self._lock:
+            self._files[_normalize_path(path)] = bytes(data)
+
+    # -- statistics --------------------------------------------------------
+
+    def requests(self, url: str | None = None) -> int:
+        """Requests received for ``url`` (full URL: that host; path: all hosts; None: total)."""
+        with self._lock:
+            if url is None:
+                return sum(self._counts.values())
+            host, path = self._locate(url)
+            hosts = range(len(self._servers)) if host is None else (host,)
+            return sum(self._counts[(h, path)] for h in hosts)
+
+    @property
+    def request_log(self) -> list[tuple[int, str]]:
+        """``(host_index, raw request path)`` in arrival order."""
+        with self._lock:
+            return list(self._log)
+
+    @property
+    def user_agents(self) -> list[str]:
+        """User-Agent of every request, parallel to ``request_log`` ("" when absent)."""
+        with self._lock:
+            return list(self._agents)
+
+    @property
+    def peak_concurrency(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._peak)
+
+    @property
+    def connections_opened(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._connections)
+
+    def reset_stats(self) -> None:
+        """Zero counters, log and connection counts; injected faults are kept."""
+        with self._lock:
+            in_flight = dict(self._in_flight)
+            self._init_stats(len(self._servers))
+            self._in_flight = in_flight
+            self._peak = dict(in_flight)  # requests still running remain "in flight"
+
+    def expected_bytes(self, url: str, fault: Fault | None = None) -> bytes:
+        """Body a request for ``url`` gets when not faulted, or when faulted with
+        one of the image variants (GRAY, CMYK, PNG, OVERSIZED, UNDERSIZED, BOMB)."""
+        if fault is not None and Fault(fault) not in IMAGE_VARIANTS:
+            raise ValueError(f"{fault} does not produce a fixed body")
+        host, path = self._locate(url)
+        return self._content(host or 0, path, fault and Fault(fault)).body
+
+    # -- internals: bookkeeping ----------------------------------------------
+
+    def _locate(self, url: str) -> tuple[int | None, str]:
+        parts = urlsplit(url)
+        if parts.scheme and parts.netloc:
+            host = self._origins.get(f"{parts.scheme}://{parts.netloc}")
+            return host, _normalize_path(parts.path)
+        return None, _normalize_path(url)
+
+    def _count_connection(self, host: int) -> None:
+        with self._lock:
+            self._connections[host] += 1
+
+    @contextmanager
+    def _tracking(self, handler: _Handler, host: int, path: str) -> Iterator[None]:
+        with self._lock:
+            self._log.append((host, handler.path))
+            self._agents.append(handler.headers.get("User-Agent", ""))
+            self._counts[(host, path)] += 1
+            self._in_flight[host] += 1
+            self._peak[host] = max(self._peak[host], self._in_flight[host])
+        finished = False
+
+        def done() -> None:
+            nonlocal finished
+            with self._lock:
+                if not finished:
+                    finished = True
+                    self._in_flight[host] -= 1
+
+        handler.request_done = done
+        try:
+            yield
+        finally:
+            done()
+
+    def _take_fault(self, host: int, path: str) -> Fault | None:
+        with self._lock:
+            for key in ((host, path), (None, path)):
+                queue = self._faults.get(key)
+                if not queue:
+                    continue
+                entry = queue[0]
+                if entry[1] is not None:
+                    entry[1] -= 1
+                    if entry[1] == 0:
+                        queue.popleft()
+                if not queue:
+                    del self._faults[key]
+                return entry[0]
+        return None
+
+    def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; True means "stop() was called, give up"."""
+        if seconds <= 0:
+            return self._stopping.is_set()
+        return self._stopping.wait(seconds)
+
+    def _acquire_slot(self, host: int) -> bool:
+        slot = self._slots[host]
+        while slot is not None and not slot.acquire(timeout=_POLL):
+            if self._stopping.is_set():
+                return False
+        return True
+
+    def _release_slot(self, host: int) -> None:
+        if self._slots[host] is not None:
+            self._slots[host].release()
+
+    # -- internals: content ---------------------------------------------------
+
+    def _is_image_path(self, path: str) -> bool:
+        with self._lock:
+            if path in self._files:
+                return False
+        return path.startswith("/iiif/") and _info_identifier(path) is None
+
+    def _content(self, host: int, path: str, variant: Fault | None = None) -> _Reply:
+        """The reply for ``path`` ignoring transport faults; ``variant`` swaps in an alternative image."""
+        if variant is Fault.BOMB:
+            return _Reply(200, self._bomb_png(), "image/png")
+        with self._lock:
+            data = self._files.get(path)
+        if data is not None and variant is None:
+            content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+            return _Reply(200, data, content_type)
+        identifier = _info_identifier(path)
+        if identifier is not None and variant is None:
+            return self._info_reply(host, identifier)
+        if not path.startswith("/iiif/") and variant is None:
+            return _text(404, "Not Found", content_type=None)  # iipsrv sends no Content-Type
+        try:
+            req = _parse_image_path(path)
+        except _BadRequest as exc:
+            if variant is None:
+                # iipsrv sends no Content-Type on 404
+                return _text(exc.status, str(exc), "text/plain" if exc.status == 400 else None)
+            req = _ImageRequest(path, None, (256, 256))  # variant faults on odd paths still get an image
+        if req.box is None and variant is None:
+            return _Reply(200, OUTSIDE_BODY, "image/jpeg")  # iipsrv's quirk
+        return self._cached_image(req, variant)
+
+    def _cached_image(self, req: _ImageRequest, variant: Fault | None) -> _Reply:
+        key = (req, variant)
+        with self._lock:
+            reply = self._cache.get(key)
+        if reply is None:
+            # Rendered outside the lock: a duplicate render is harmless (output
+            # is deterministic) whereas serialising all renders would not be.
+            reply = _render_variant(req, variant)
+            with self._lock:
+                reply = self._cache.setdefault(key, reply)
+        return reply
+
+    def _bomb_png(self) -> bytes:
+        with self._lock:
+            if self._bomb is None:
+                self._bomb = _build_bomb_png()
+            return self._bomb
+
+    def _info_reply(self, host: int, identifier: str) -> _Reply:
+        info = {
+            "@context": "http://iiif.io/api/image/2/context.json",
+            "@id": f"{self.base_urls[host]}/iiif/{identifier}",
+            "protocol": "http://iiif.io/api/image",
+            "width": PAGE_SIZE[0],
+            "height": PAGE_SIZE[1],
+            "profile": ["http://iiif.io/api/image/2/level1.json"],
+        }
+        return _Reply(200, json.dumps(info).encode(), "application/json")
+
+    # -- internals: request handling -----------------------------------------
+
+    def _serve(self, handler: _Handler, host: int) -> None:
+        path = _normalize_path(handler.path)
+        with self._tracking(handler, host, path):
+            if self._pause(self.rtt):
+                handler.close_connection = True
+                return
+            fault = self._take_fault(host, path)
+            if fault is Fault.STALL:
+                if self._pause(self.stall_seconds):
+                    handler.close_connection = True
+                    return
+                fault = None
+            if fault is Fault.RESET:
+                handler.reset()
+                return
+            instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path)
+            if instant:
+                handler.write_reply(instant)
+                return
+            self._serve_content(handler, host, path, fault)
+
+    def _serve_content(self, handler: _Handler, host: int, path: str, fault: Fault | None) -> None:
+        # Only image renders occupy the host's worker pool and take server_time.
+        is_image = self._is_image_path(path)
+        if is_image and not self._acquire_slot(host):
+            handler.close_connection = True
+            return
+        try:
+            if is_image and self._pause(self.server_time):
+                handler.close_connection = True
+                return
+            variant = fault if fault in IMAGE_VARIANTS else None
+            reply = self._content(host, path, variant)
+            if fault is Fault.TRUNCATED:
+                handler.write_truncated(reply)
+            elif fault is Fault.HUGE_BODY:
+                handler.write_padded(reply, HUGE_BODY_SIZE, self._stopping)
+            else:
+                handler.write_reply(reply)
+        finally:
+            if is_image:
+                self._release_slot(host)

@@ -1,0 +1,558 @@
+"""Tests for the fake IIIF server, driven through real sockets with ``requests``."""
+
+from __future__ import annotations
+
+import io
+import os
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+from PIL import Image, UnidentifiedImageError
+
+# The benchmark imports iiif_server through sys.path too; do the same so these
+# tests work whether or not tests/ becomes a package.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from iiif_server import HUGE_BODY_SIZE, FakeIIIF, Fault  # noqa: E402
+
+KEIO_ID = "NRE/110X-445-3-2/tif/2_004.tif"
+TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch):
+    # requests honours *_PROXY variables even for 127.0.0.1; never leave loopback.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def srv():
+    with FakeIIIF(hosts=3, stall_seconds=60) as server:
+        yield server
+
+
+def get(url: str, **kwargs) -> requests.Response:
+    kwargs.setdefault("timeout", TIMEOUT)
+    return requests.get(url, **kwargs)
+
+
+def open_image(content: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(content))
+    image.load()
+    return image
+
+
+# -- startup, URLs, import hygiene ------------------------------------------
+
+
+def test_starts_fast_and_exposes_one_url_per_host():
+    started = time.monotonic()
+    server = FakeIIIF(hosts=3)
+    elapsed = time.monotonic() - started
+    try:
+        assert elapsed < 0.2
+        assert len(server.base_urls) == 3
+        assert len(set(server.base_urls)) == 3
+        assert all(u.startswith("http://127.0.0.1:") for u in server.base_urls)
+        assert server.url(1, KEIO_ID) == (
+            f"{server.base_urls[1]}/iiif/{KEIO_ID}/0,0,512,512/256,256/0/default.jpg"
+        )
+        assert server.url(0, "x", region="full", size="max").endswith("/iiif/x/full/max/0/default.jpg")
+    finally:
+        server.stop()
+    server.stop()  # idempotent
+
+
+def test_module_imports_without_pytest_or_requests():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import iiif_server; "
+        "bad = {'pytest', 'requests', '_pytest'} & set(sys.modules); "
+        "assert not bad, bad"
+    )
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", code, tests_dir], check=True, timeout=30)
+
+
+# -- image requests ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "region, size, expected",
+    [
+        ("0,0,512,512", "256,256", (256, 256)),
+        ("0,0,512,256", "256,", (256, 128)),
+        ("0,0,512,256", ",64", (128, 64)),
+        ("0,0,400,200", "!100,100", (100, 50)),
+        ("0,0,200,400", "!100,100", (50, 100)),
+        ("0,0,300,200", "full", (300, 200)),
+        ("0,0,300,200", "max", (300, 200)),
+        ("0,0,300,200", "600,50", (600, 50)),  # distortion and upscaling are allowed
+        ("full", "!200,200", (133, 200)),  # page is 2000x3000
+        ("1900,2900,500,500", "full", (100, 100)),  # clipped to the page
+    ],
+)
+def test_size_syntax_gives_right_pixel_size(srv, region, size, expected):
+    response = get(srv.url(0, KEIO_ID, region=region, size=size))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    image = open_image(response.content)
+    assert image.format == "JPEG"
+    assert image.mode == "RGB"
+    assert image.size == expected
+    assert "progressive" not in image.info  # baseline JPEG
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "-1,0,10,10/10,10/0/default.jpg",
+        "0,0,0,10/10,10/0/default.jpg",
+        "0,0,10,-5/10,10/0/default.jpg",
+        "a,b,c,d/10,10/0/default.jpg",
+        "0,0,10,10/abc/0/default.jpg",
+        "0,0,10,10/0,/0/default.jpg",
+        "0,0,10,10/,/0/default.jpg",
+        "0,0,10,10/!10,/0/default.jpg",
+        "0,0,10,10/10,10/90/default.jpg",
+        "0,0,10,10/10,10/0/gray.jpg",
+        "0,0,10,10/10,10/0/default.png",
+    ],
+)
+def test_malformed_image_requests_are_400(srv, tail):
+    response = get(f"{srv.base_urls[0]}/iiif/{KEIO_ID}/{tail}")
+    assert response.status_code == 400
+
+
+def test_region_outside_page_mimics_iipsrv(srv):
+    response = get(srv.url(0, KEIO_ID, region="2500,100,50,50"))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    with pytest.raises(UnidentifiedImageError):
+        open_image(response.content)
+
+
+@pytest.mark.parametrize("path", ["/", "/nothing/here", "/iiif/"])
+def test_unknown_paths_are_404_without_content_type(srv, path):
+    response = get(srv.base_urls[0] + path)
+    assert response.status_code == 404
+    assert "Content-Type" not in response.headers
+
+
+def test_bytes_are_identical_on_repeat_and_match_expected_bytes(srv):
+    url = srv.url(0, KEIO_ID)
+    first, second = get(url).content, get(url).content
+    assert first == second == srv.expected_bytes(url)
+    # Same content whichever host serves it, and whether asked by URL or path.
+    assert get(srv.url(2, KEIO_ID)).content == first
+    assert srv.expected_bytes(url.removeprefix(srv.base_urls[0])) == first
+
+
+def test_different_identifiers_and_regions_give_different_images(srv):
+    bodies = {
+        get(srv.url(0, ident, region=region)).content
+        for ident in ("a/1.tif", "a/2.tif")
+        for region in ("0,0,512,512", "10,0,512,512")
+    }
+    assert len(bodies) == 4
+
+
+def test_info_json(srv):
+    response = get(f"{srv.base_urls[1]}/iiif/{KEIO_ID}/info.json")
+    assert response.status_code == 200
+    info = response.json()
+    assert (info["width"], info["height"]) == (2000, 3000)
+    assert info["@id"] == f"{srv.base_urls[1]}/iiif/{KEIO_ID}"
+
+
+def test_set_file_serves_bytes_on_every_host(srv):
+    srv.set_file("/meta/dataset/urls.txt", b"a\nb\n")
+    for base in srv.base_urls:
+        response = get(base + "/meta/dataset/urls.txt")
+        assert response.status_code == 200
+        assert response.content == b"a\nb\n"
+        assert response.headers["Content-Type"].startswith("text/plain")
+    assert srv.requests("/meta/dataset/urls.txt") == 3
+    assert srv.expected_bytes("/meta/dataset/urls.txt") == b"a\nb\n"
+
+
+def test_head_returns_headers_only(srv):
+    url = srv.url(0, KEIO_ID)
+    response = requests.head(url, timeout=TIMEOUT)
+    assert response.status_code == 200
+    assert int(response.headers["Content-Length"]) == len(srv.expected_bytes(url))
+    assert response.content == b""
+
+
+# -- statistics ----------------------------------------------------------------
+
+
+def test_request_counts_and_log(srv):
+    url0, url1 = srv.url(0, KEIO_ID), srv.url(1, KEIO_ID)
+    get(url0)
+    get(url1)
+    get(url1)
+    path = url0.removeprefix(srv.base_urls[0])
+    assert srv.requests(url0) == 1  # full URL: that host only
+    assert srv.requests(url1) == 2
+    assert srv.requests(path) == 3  # bare path: all hosts
+    assert srv.requests(path.replace("/tif/", "%2Ftif%2F")) == 3  # percent-encoding is ignored
+    assert srv.requests() == 3
+    assert srv.request_log == [(0, path), (1, path), (1, path)]
+    log = srv.request_log
+    log.clear()
+    assert len(srv.request_log) == 3  # a copy
+
+
+def test_user_agents_are_recorded(srv):
+    get(srv.url(0, KEIO_ID), headers={"User-Agent": "kaokore/0.1"})
+    get(srv.url(1, KEIO_ID), headers={"User-Agent": ""})
+    assert srv.user_agents == ["kaokore/0.1", ""]
+
+
+def test_reset_stats_keeps_faults(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.S503)
+    get(url)
+    srv.reset_stats()
+    assert srv.requests(url) == 0
+    assert srv.request_log == []
+    assert srv.user_agents == []
+    assert srv.peak_concurrency == {0: 0, 1: 0, 2: 0}
+    assert srv.connections_opened == {0: 0, 1: 0, 2: 0}
+    assert get(url).status_code == 503
+
+
+def test_keep_alive_session_uses_one_connection(srv):
+    with requests.Session() as session:
+        for i in range(20):
+            response = session.get(srv.url(0, f"id/{i}"), timeout=TIMEOUT)
+            assert response.status_code == 200
+    assert srv.connections_opened[0] == 1
+    assert srv.peak_concurrency[0] == 1
+
+
+def test_fresh_connections_are_counted(srv):
+    for _ in range(5):
+        get(srv.url(1, KEIO_ID), headers={"Connection": "close"})
+    assert srv.connections_opened == {0: 0, 1: 5, 2: 0}
+    assert srv.peak_concurrency[1] == 1  # sequential clients never look concurrent
+
+
+def run_concurrently(urls: list[str]) -> list[requests.Response]:
+    barrier = threading.Barrier(len(urls))
+    results: list = [None] * len(urls)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results[i] = get(urls[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(urls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_capacity_limits_service_but_peak_counts_waiting_requests():
+    with FakeIIIF(hosts=1, server_time=0.2, capacity=2) as server:
+        started = time.monotonic()
+        results = run_concurrently([server.url(0, f"id/{i}") for i in range(6)])
+        elapsed = time.monotonic() - started
+        assert all(r.status_code == 200 for r in results)
+        assert server.peak_concurrency[0] == 6
+        assert elapsed >= 0.55  # three waves of two
+
+
+def test_server_time_without_capacity_runs_in_parallel():
+    with FakeIIIF(hosts=1, server_time=0.2) as server:
+        started = time.monotonic()
+        results = run_concurrently([server.url(0, f"id/{i}") for i in range(6)])
+        assert all(r.status_code == 200 for r in results)
+        assert time.monotonic() - started < 0.55
+
+
+def test_rtt_is_paid_per_request_and_per_new_connection():
+    with FakeIIIF(hosts=1, rtt=0.1) as server, requests.Session() as session:
+        started = time.monotonic()
+        session.get(server.url(0, "a"), timeout=TIMEOUT)
+        first = time.monotonic() - started
+        started = time.monotonic()
+        session.get(server.url(0, "b"), timeout=TIMEOUT)
+        second = time.monotonic() - started
+    assert first >= 0.2
+    assert 0.1 <= second < first
+
+
+def test_many_clients_many_urls_all_hosts(srv):
+    urls = [srv.url(h, f"page/{i}.tif", size="64,64") for h in range(3) for i in range(60)]
+    chunks = [urls[i::12] for i in range(12)]
+    failures: list[str] = []
+
+    def client(mine: list[str]) -> None:
+        with requests.Session() as session:
+            for url in mine:
+                if session.get(url, timeout=TIMEOUT).content != srv.expected_bytes(url):
+                    failures.append(url)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert srv.requests() == len(urls)
+    assert all(1 <= srv.peak_concurrency[h] <= 12 for h in range(3))
+    assert all(srv.connections_opened[h] <= 12 for h in range(3))
+
+
+# -- faults --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault, status, content_type, retry_after",
+    [
+        (Fault.S503, 503, "text/plain", None),
+        (Fault.S429, 429, "text/plain", "1"),
+        (Fault.S500, 500, "text/plain", None),
+        (Fault.S404, 404, None, None),
+    ],
+)
+def test_status_faults(srv, fault, status, content_type, retry_after):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, fault)
+    response = get(url)
+    assert response.status_code == status
+    assert response.headers.get("Content-Type") == content_type
+    assert response.headers.get("Retry-After") == retry_after
+
+
+def test_html200(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.HTML200)
+    response = get(url)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.content.startswith(b"<!DOCTYPE html>")
+
+
+def test_garbage200(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.GARBAGE200)
+    response = get(url)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    with pytest.raises(UnidentifiedImageError):
+        open_image(response.content)
+
+
+def test_reset_raises_connection_error(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.RESET, times=1)
+    with pytest.raises(requests.ConnectionError):
+        get(url)
+    assert get(url).status_code == 200
+
+
+def test_truncated_body_raises(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.TRUNCATED)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        get(url)
+    response = get(url, stream=True)
+    assert int(response.headers["Content-Length"]) == len(srv.expected_bytes(url))
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        response.content  # noqa: B018
+
+
+def test_stall_times_out_client_and_shutdown_stays_fast():
+    server = FakeIIIF(hosts=1)  # default stall_seconds=60
+    try:
+        url = server.url(0, KEIO_ID)
+        server.inject(url, Fault.STALL)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(url, timeout=0.5)
+        with requests.Session() as session:  # an idle keep-alive connection too
+            session.get(server.url(0, "other"), timeout=TIMEOUT)
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 1.0
+    finally:
+        server.stop()
+
+
+def test_short_stall_then_normal_answer():
+    with FakeIIIF(hosts=1, stall_seconds=0.3) as server:
+        url = server.url(0, KEIO_ID)
+        server.inject(url, Fault.STALL, times=1)
+        started = time.monotonic()
+        response = get(url)
+        assert time.monotonic() - started >= 0.3
+        assert response.content == server.expected_bytes(url)
+
+
+@pytest.mark.parametrize(
+    "fault, content_type, fmt, mode, size",
+    [
+        (Fault.GRAY, "image/jpeg", "JPEG", "L", (256, 256)),
+        (Fault.CMYK, "image/jpeg", "JPEG", "CMYK", (256, 256)),
+        (Fault.PNG, "image/png", "PNG", "RGBA", (256, 256)),
+        (Fault.OVERSIZED, "image/jpeg", "JPEG", "RGB", (1024, 1024)),
+        (Fault.UNDERSIZED, "image/jpeg", "JPEG", "RGB", (64, 64)),
+    ],
+)
+def test_image_variant_faults(srv, fault, content_type, fmt, mode, size):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, fault)
+    response = get(url)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == content_type
+    image = open_image(response.content)
+    assert (image.format, image.mode, image.size) == (fmt, mode, size)
+    assert response.content == srv.expected_bytes(url, fault)
+    assert response.content != srv.expected_bytes(url)
+
+
+def test_bomb_is_small_but_trips_pillow_guard(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.BOMB)
+    response = get(url)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "image/png"
+    assert len(response.content) < 200_000
+    width, height, bit_depth = struct.unpack(">IIB", response.content[16:25])
+    assert (width, height, bit_depth) == (20_000, 20_000, 1)
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(response.content))
+    assert get(url).content == response.content  # cached, not rebuilt
+
+
+def test_huge_body_is_streamed_in_full(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.HUGE_BODY, times=1)
+    with get(url, stream=True) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "image/jpeg"
+        assert int(response.headers["Content-Length"]) == HUGE_BODY_SIZE
+        received = sum(len(chunk) for chunk in response.iter_content(1 << 20))
+    assert received == HUGE_BODY_SIZE
+
+
+def test_huge_body_client_can_hang_up_early(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.HUGE_BODY, times=1)
+    with get(url, stream=True) as response:
+        next(response.iter_content(65536))
+    assert get(url).content == srv.expected_bytes(url)
+
+
+def test_redirect_to_file_url(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.REDIRECT_FILE)
+    response = get(url, allow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "file:///etc/passwd"
+    with pytest.raises(requests.exceptions.InvalidSchema):
+        get(url)
+
+
+def test_redirect_loop(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.REDIRECT_LOOP)
+    response = get(url, allow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["Location"] == url
+    with pytest.raises(requests.exceptions.TooManyRedirects):
+        get(url)
+
+
+# -- fault scheduling ----------------------------------------------------------
+
+
+def test_times_limits_fault_then_serves_normally(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.S503, times=2)
+    assert [get(url).status_code for _ in range(4)] == [503, 503, 200, 200]
+    assert srv.requests(url) == 4
+
+
+def test_times_none_is_permanent(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.S404)
+    assert {get(url).status_code for _ in range(5)} == {404}
+
+
+def test_injections_on_one_url_queue_up(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.S429, times=1)
+    srv.inject(url, Fault.S500, times=2)
+    assert [get(url).status_code for _ in range(4)] == [429, 500, 500, 200]
+
+
+def test_full_url_faults_one_host_path_faults_all(srv):
+    srv.inject(srv.url(0, "one"), Fault.S503)
+    assert get(srv.url(0, "one")).status_code == 503
+    assert get(srv.url(1, "one")).status_code == 200
+    path = srv.url(0, "all").removeprefix(srv.base_urls[0])
+    srv.inject(path, Fault.S500)
+    assert {get(srv.url(h, "all")).status_code for h in range(3)} == {500}
+
+
+def test_clear_faults(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.S503)
+    srv.clear_faults(url)
+    assert get(url).status_code == 200
+
+
+def test_faults_apply_to_files(srv):
+    srv.set_file("/meta/urls.txt", b"x")
+    srv.inject("/meta/urls.txt", Fault.S503, times=1)
+    assert get(srv.base_urls[2] + "/meta/urls.txt").status_code == 503
+    assert get(srv.base_urls[2] + "/meta/urls.txt").content == b"x"
+
+
+# -- dead hosts and TLS --------------------------------------------------------
+
+
+def test_kill_host_refuses_connections(srv):
+    with requests.Session() as session:
+        assert session.get(srv.url(1, KEIO_ID), timeout=TIMEOUT).status_code == 200
+        srv.kill_host(1)
+        with pytest.raises(requests.ConnectionError):
+            session.get(srv.url(1, KEIO_ID), timeout=TIMEOUT)
+    with pytest.raises(requests.ConnectionError):
+        get(srv.url(1, KEIO_ID))
+    assert get(srv.url(0, KEIO_ID)).status_code == 200
+
+
+def test_https_with_trustme(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    with FakeIIIF(hosts=2, ssl_context=context) as server:
+        assert all(u.startswith("https://127.0.0.1:") for u in server.base_urls)
+        url = server.url(1, KEIO_ID)
+        with pytest.raises(requests.exceptions.SSLError):
+            get(url)  # untrusted CA: handshake fails, server survives
+        with requests.Session() as session:
+            # Per request: REQUESTS_CA_BUNDLE in the environment beats session.verify.
+            for _ in range(3):
+                response = session.get(url, timeout=TIMEOUT, verify=str(ca_file))
+                assert response.content == server.expected_bytes(url)
+        assert server.connections_opened[1] == 2  # the failed handshake + one reused
+        server.inject(url, Fault.RESET, times=1)
+        with pytest.raises(requests.ConnectionError):
+            get(url, verify=str(ca_file))
