@@ -17,7 +17,7 @@ import requests
 
 from . import metadata as md
 from ._version import __version__
-from .errors import NetworkError, UsageError
+from .errors import DirectoryError, NetworkError, UsageError
 from .fetch import Failure, HostDown, RetryPolicy, make_task, run_workers
 from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
 from .plan import make_plan, select
@@ -80,7 +80,11 @@ def download(
         raise UsageError("pass retries either directly or through policy, not both")
     options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
 
-    root = prepare_root(Path(dir))
+    root = Path(dir)
+    if (root / "__init__.py").exists() or (root / "pyproject.toml").exists():
+        # Upstream's default --dir is "kaokore", which in a clone of this project is the source package.
+        raise DirectoryError(f"{str(root)!r} looks like source code, not a dataset; pass another --dir")
+    prepare_root(root)
     if ssl_unverified_context:
         print("kaokore: warning: --ssl_unverified_context: TLS certificates are NOT checked", file=stream)
     with make_session(options, per_host) as session:

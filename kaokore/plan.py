@@ -45,7 +45,14 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
     if limit is not None:
         if limit < 0:
             raise UsageError("--limit must be 0 or more")
-        chosen = [i for i in chosen if i.url][:limit] + [i for i in chosen if not i.url]
+        # The first `limit` images that can be fetched, and the unavailable ones among them.
+        kept, fetchable = [], 0
+        for item in chosen:
+            if fetchable == limit:
+                break
+            kept.append(item)
+            fetchable += bool(item.url)
+        chosen = kept
     return chosen
 
 
