@@ -240,3 +240,13 @@ def test_download_py_is_a_drop_in_for_upstream(srv, synth, tmp_path):
 
 def test_content_providers_file_matches_the_packaged_copy():
     assert (REPO / "CONTENT_PROVIDERS.txt").read_bytes() == content_providers()
+
+
+def test_a_source_tree_is_refused_as_dir(synth, tmp_path, capsys):
+    """Upstream's default --dir is 'kaokore': in a clone of this project that is the package itself."""
+    package = tmp_path / "kaokore"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    code, _, err = run_cli(capsys, "download", "--dir", str(package), "--metadata-dir", str(synth.meta_dir))
+    assert code == EXIT_USAGE and "source code" in err
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py"]
