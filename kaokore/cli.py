@@ -9,23 +9,26 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 from typing import Sequence
 
 from ._version import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
 from .layout import DEFAULT_LAYOUT, LAYOUTS
 from .plan import SPLIT_CHOICES
 from .versions import DEFAULT_VERSION, VERSIONS
 
-PLUGGED_COMMANDS: tuple[str, ...] = ()  # e.g. ("info", "preview"): modules with register(subparsers)
+# Modules that add their own subcommand through register(subparsers).
+PLUGGED_COMMANDS: tuple[str, ...] = ("info", "preview")
 
 EXIT_STATUSES = """exit status:
   0    complete (download) / intact (verify)
   1    some images failed (see failures.csv) / the tree is not intact
   2    bad usage, bad or mismatched metadata, or an unusable --dir
-  130  interrupted (Ctrl-C); state was saved and a rerun resumes"""
+  130  interrupted (Ctrl-C); state was saved and a rerun resumes
+  141  the reader of stdout went away (e.g. `| head`)"""
 
 
 def _flag(parser, name: str, **kwargs):
@@ -135,6 +138,11 @@ def safe_main(run) -> int:
     except KeyboardInterrupt:
         print("kaokore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `kaokore info | head`: the reader left early, which is not worth a traceback.
+        # Point stdout at devnull so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

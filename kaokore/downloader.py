@@ -222,7 +222,7 @@ def _get_metadata_file(session, url: str, options: HttpOptions) -> bytes:
             time.sleep(2 ** attempt)
         try:
             response = get_body(session, url, options)
-        except requests.exceptions.SSLError as exc:
+        except requests.exceptions.SSLError:
             raise NetworkError(f"cannot fetch {url}: TLS certificate not trusted ({TLS_HINT})") from None
         except (requests.exceptions.RequestException, OSError) as exc:
             error = str(exc).splitlines()[0][:200]

@@ -9,6 +9,7 @@ EXIT_OK = 0
 EXIT_INCOMPLETE = 1  # images failed (download) or the tree is not intact (verify)
 EXIT_USAGE = 2  # bad usage, bad metadata, checksum mismatch, unusable DIR
 EXIT_INTERRUPTED = 130  # Ctrl-C, after saving state
+EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
 
 
 class KaokoreError(Exception):

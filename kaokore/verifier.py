@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from . import metadata as md
-from .errors import EXIT_INCOMPLETE, EXIT_OK, DirectoryError, UsageError
-from .layout import LAYOUTS, SPLITS, all_folders, image_path
+from .errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
+from .layout import SPLITS, all_folders, image_path
 from .normalize import is_normalized
 from .plan import select
-from .store import MANIFEST, ManifestRow, read_manifest, read_state
+from .store import MANIFEST, ManifestRow
+from .tree import open_tree
 from .versions import METADATA_FILES, Version, get_version, identify_version
 
 
@@ -60,14 +60,9 @@ def verify(dir: str | os.PathLike = "kaokore", dataset_version: str | Version | 
            splits: Iterable[str] | None = None, limit: int | None = None) -> VerifyReport:
     """Check every image the version lists: present where the layout puts it,
     matching its manifest SHA-256, decoding as a 256x256 RGB JPEG; and nothing else in the image folders."""
-    root = Path(dir)
-    if not root.is_dir():
-        raise DirectoryError(f"{str(root)!r} is not a directory")
-    files = md.read_local(root)
-    state = read_state(root)
-    meta = md.parse(files, pinned=False)
-    rows = read_manifest(root)
-    layout = _layout(root, state, rows, meta)
+    tree = open_tree(dir)
+    root, meta, state, rows, layout = tree.root, tree.meta, tree.state, tree.manifest, tree.layout
+    files = meta.files
     if dataset_version is None and state.get("metadata_pinned") is False:
         # Downloaded from --metadata-dir: DIR's own metadata is the reference, there is no pin to hold it to.
         report = VerifyReport(str(root), str(state.get("dataset_version", "custom")), layout, metadata_pinned=False)
@@ -101,20 +96,6 @@ def _version(files, state: dict, requested: str | Version | None) -> Version:
     if version is None:
         raise UsageError("cannot tell which version DIR holds; pass --dataset_version")
     return version
-
-
-def _layout(root: Path, state: dict, rows: dict[str, ManifestRow], meta: md.Metadata) -> str:
-    """The state file says; failing that the manifest, and failing that the folders on disk."""
-    if state.get("layout") in LAYOUTS:
-        return state["layout"]
-    if rows:
-        return Counter(r.layout for r in rows.values()).most_common(1)[0][0]
-    if (root / "images_256").is_dir():
-        return "flat"
-    for layout in ("gender", "status"):
-        if any((root / f).is_dir() for f in all_folders(layout, meta.classes) if "/" in f):
-            return layout
-    return "split"
 
 
 def _check_image(root: Path, item: md.Item, rel: str, row: ManifestRow | None) -> Problem | None:

@@ -1,0 +1,249 @@
+"""`kaokore info`: what a downloaded tree holds, class by class, without the network.
+
+Counts come from two places and are kept apart: labels.csv says what the
+dataset is (the class balance), the tree says what is on disk. They differ
+after a partial download (`--split`, `--limit`, failures), and a person
+choosing a loss weighting needs to know which of the two they are looking at.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from . import metadata as md
+from .errors import EXIT_OK
+from .layout import SPLITS, UNLABELED
+from .tree import Tree, open_tree
+from .versions import METADATA_FILES, identify_version
+
+CATEGORIES = md.CATEGORIES
+Table = dict  # split -> class name -> count; a plain dict so it is its own JSON
+
+
+@dataclass(frozen=True)
+class ManifestCounts:
+    """How the images on disk were made, as manifest.csv records it."""
+
+    rows: int  # images present that have a manifest row
+    converted: int  # re-encoded to a 256x256 RGB JPEG on download
+    pass_through: int  # the server's bytes, unchanged
+    unknown: int  # adopted from disk by an earlier run: how it was made is not recorded
+    unrecorded: int  # images present with no manifest row at all (`kaokore verify` flags them)
+    converted_from: dict[str, int] = field(default_factory=dict)  # "WxH MODE" of the sources re-encoded
+
+
+@dataclass
+class DatasetInfo:
+    """What `kaokore info` prints; `to_json()` is its `--json` document."""
+
+    dir: str
+    dataset_version: str  # as DIR's state or its urls.txt says; "unknown" when neither does
+    layout: str
+    metadata: str  # pinned: byte for byte the pinned files | custom: from --metadata-dir | altered
+    classes: dict[str, list[str]]
+    expected: int  # images with a URL, labelled or not
+    present: int  # of those, found where the layout puts them
+    split_expected: dict[str, int]  # train/dev/test/unlabeled -> images with a URL
+    split_present: dict[str, int]
+    no_url: int  # labelled rows whose URL line is blank upstream: never downloadable
+    labels: dict[str, Table]  # category -> split -> class -> rows of labels.csv
+    on_disk: dict[str, Table]  # the same, counting only images present
+    manifest: ManifestCounts | None  # None: DIR has no manifest
+
+    @property
+    def metadata_pinned(self) -> bool:
+        return self.metadata == "pinned"
+
+    @property
+    def complete(self) -> bool:
+        return self.present == self.expected
+
+    @property
+    def unlabeled_expected(self) -> int:
+        return self.split_expected[UNLABELED]
+
+    @property
+    def unlabeled_present(self) -> int:
+        return self.split_present[UNLABELED]
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["metadata_pinned"] = self.metadata_pinned
+        doc["complete"] = self.complete
+        doc["missing"] = self.expected - self.present
+        doc["unlabeled"] = {"expected": self.unlabeled_expected, "present": self.unlabeled_present}
+        return doc
+
+    def text(self) -> str:
+        return format_info(self)
+
+
+def dataset_info(dir: str | os.PathLike = "kaokore") -> DatasetInfo:
+    """Summarize DIR: version, layout, images present, and the class balance by split."""
+    return info_from_tree(open_tree(dir))
+
+
+def info_from_tree(tree: Tree) -> DatasetInfo:
+    meta = tree.meta
+    version, provenance = _identify(tree)
+    groups = (*SPLITS, UNLABELED)
+    split_expected = Counter({g: 0 for g in groups})
+    split_present = Counter({g: 0 for g in groups})
+    for item in meta.downloadable:
+        group = item.split or UNLABELED
+        split_expected[group] += 1
+        split_present[group] += item.name in tree.present
+    labelled = [item for item in meta.items if item.split is not None]
+    return DatasetInfo(
+        dir=str(tree.root), dataset_version=version, layout=tree.layout, metadata=provenance,
+        classes={c: list(meta.classes[c]) for c in CATEGORIES},
+        expected=len(meta.downloadable), present=len(tree.present),
+        split_expected=dict(split_expected), split_present=dict(split_present),
+        no_url=sum(1 for item in labelled if not item.url),
+        labels={c: _table(labelled, c, meta.classes) for c in CATEGORIES},
+        on_disk={c: _table([i for i in labelled if i.name in tree.present], c, meta.classes) for c in CATEGORIES},
+        manifest=_manifest_counts(tree),
+    )
+
+
+def _identify(tree: Tree) -> tuple[str, str]:
+    """The version DIR holds, and whether its metadata is the pinned files, a custom set or altered."""
+    files = tree.meta.files
+    version = identify_version(md.sha256(files["urls.txt"]))
+    if version is not None and all(md.sha256(files[n]) == version.sha256[n] for n in METADATA_FILES):
+        return version.name, "pinned"
+    name = str(tree.state.get("dataset_version") or (version.name if version else "unknown"))
+    # Downloaded with --metadata-dir: there is no pin to hold it to, as `verify` also reasons.
+    return name, "custom" if tree.state.get("metadata_pinned") is False else "altered"
+
+
+def _table(items: list[md.Item], category: str, classes) -> Table:
+    names = classes[category]
+    table = {split: {name: 0 for name in names} for split in SPLITS}
+    for item in items:
+        table[item.split][names[item.label(category)]] += 1
+    return table
+
+
+def _manifest_counts(tree: Tree) -> ManifestCounts | None:
+    if not tree.manifest:
+        return None
+    # Only the images on disk: a row whose file was since deleted describes nothing there.
+    rows = [tree.manifest[name] for name in sorted(tree.present) if name in tree.manifest]
+    sources = Counter(f"{r.source_width}x{r.source_height} {r.source_mode}" for r in rows if r.converted)
+    return ManifestCounts(
+        rows=len(rows),
+        converted=sum(r.converted is True for r in rows),
+        pass_through=sum(r.converted is False for r in rows),
+        unknown=sum(r.converted is None for r in rows),
+        unrecorded=len(tree.present) - len(rows),
+        converted_from=dict(sources.most_common()),
+    )
+
+
+# ---- text ----------------------------------------------------------------------------------------
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def format_info(info: DatasetInfo) -> str:
+    pin = {
+        "pinned": f"metadata: the pinned {info.dataset_version} files",
+        "custom": "metadata: your own (--metadata-dir), not pinned",
+    }.get(info.metadata, "metadata: NOT the pinned files, run `kaokore verify`")
+    lines = [f"KaoKore {info.dataset_version} in {info.dir} ({info.layout} layout; {pin})", ""]
+
+    state = "complete" if info.complete else f"{info.expected - info.present:,} missing"
+    lines.append(f"images present  {info.present:,} of {info.expected:,} ({state})")
+    per_split = "  ".join(f"{g} {info.split_present[g]:,}/{info.split_expected[g]:,}"
+                          for g in (*SPLITS, UNLABELED))
+    lines.append(f"  by split      {per_split}")
+    where = "images_256/" if info.layout == "flat" else f"{UNLABELED}/"
+    lines.append(f"unlabeled       {info.unlabeled_present:,} of {info.unlabeled_expected:,} present "
+                 f"(no gender/status; in {where})")
+    if info.no_url:
+        lines.append(f"no URL          {plural(info.no_url, 'labelled image')} with a blank URL upstream "
+                     "(in the tables below, never downloadable)")
+    lines.append(_manifest_line(info.manifest))
+
+    if info.complete:
+        lines += ["", "Class balance (labels.csv; every image with a URL is on disk)"]
+        for category in CATEGORIES:
+            lines += [""] + format_table(category, info.labels[category])
+    else:
+        lines += ["", "Class balance in labels.csv (the whole dataset)"]
+        for category in CATEGORIES:
+            lines += [""] + format_table(category, info.labels[category])
+        if info.present:
+            lines += ["", "On disk (only the images present)"]
+            for category in CATEGORIES:
+                lines += [""] + format_table(category, info.on_disk[category])
+        lines += ["", "Run `kaokore download` with the same --dir to fetch what is missing."]
+    return "\n".join(lines)
+
+
+def _manifest_line(counts: ManifestCounts | None) -> str:
+    if counts is None:
+        return "manifest        none (no manifest.csv: nothing downloaded yet?)"
+    parts = [f"{counts.pass_through:,} stored as served", f"{counts.converted:,} re-encoded to 256x256 RGB JPEG"]
+    if counts.unknown:
+        parts.append(f"{counts.unknown:,} adopted from disk (origin not recorded)")
+    if counts.unrecorded:
+        parts.append(f"{counts.unrecorded:,} not in the manifest")
+    text = f"manifest        of the images present: {', '.join(parts)}"
+    if counts.converted_from:
+        top = list(counts.converted_from.items())
+        shown = ", ".join(f"{source} x{n:,}" for source, n in top[:3])
+        more = f", +{len(top) - 3} more" if len(top) > 3 else ""
+        text += f"\n  re-encoded    from {shown}{more}"
+    return text
+
+
+def format_table(category: str, table: Table) -> list[str]:
+    """Classes down, splits across, with totals and each class's share of the total."""
+    names = list(next(iter(table.values())))
+    header = [category, *SPLITS, "total", "share"]
+    grand = sum(sum(row.values()) for row in table.values())
+    body = []
+    for name in names:
+        counts = [table[split][name] for split in SPLITS]
+        share = f"{100 * sum(counts) / grand:.1f}%" if grand else "-"
+        body.append([name, *(f"{n:,}" for n in counts), f"{sum(counts):,}", share])
+    split_totals = [sum(table[split].values()) for split in SPLITS]
+    body.append(["total", *(f"{n:,}" for n in split_totals), f"{grand:,}", ""])
+    rows = [header, *body]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+
+    def fmt(row: list[str]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = "  ".join(cell.rjust(w) for cell, w in zip(row[1:], widths[1:]))
+        return f"  {first}  {rest}".rstrip()
+
+    rule = "  " + "-" * (sum(widths) + 2 * (len(widths) - 1))
+    return [fmt(header), rule, *(fmt(r) for r in body[:-1]), rule, fmt(body[-1])]
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info", help="class balance and completeness of a downloaded tree (offline)",
+        description="Summarize a dataset directory without the network: version, layout, images present, "
+                    "counts per split x gender and split x status, unlabeled images, and how many images "
+                    "were re-encoded on download.")
+    p.add_argument("--dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the same data as JSON on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = dataset_info(args.dir)
+    print(json.dumps(info.to_json(), indent=2) if args.json else info.text())
+    return EXIT_OK
+
+
+__all__ = ["plural", "DatasetInfo", "ManifestCounts", "Tree", "dataset_info", "open_tree", "format_info"]

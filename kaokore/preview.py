@@ -1,0 +1,358 @@
+"""`kaokore preview`: a contact sheet of faces, one labelled row per class, or a plain mosaic.
+
+Choosing faces (`plan_sheet`) is kept apart from drawing them (`render`), so
+what a sheet shows can be tested, and reproduced, without looking at pixels.
+Only files already under DIR are read.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
+
+from .errors import EXIT_OK, DirectoryError, UsageError
+from .info import Tree, open_tree, plural
+from .layout import SPLITS, UNLABELED
+from .store import atomic_write
+
+BY_CHOICES = ("status", "gender", "none")
+DEFAULT_BY = "status"
+SPLIT_CHOICES = (*SPLITS, UNLABELED, "all")
+DEFAULT_TILE = 128
+DEFAULT_PER_CLASS = 8
+DEFAULT_ROWS, DEFAULT_COLS = 4, 8
+MAX_SIDE = 64  # tiles per row or rows per sheet; past this a contact sheet stops being looked at
+TILE_RANGE = (32, 512)
+MAX_SHEET_PIXELS = 80_000_000  # ~240 MB of RGB while drawing
+
+BACKGROUND = (28, 28, 30)
+BAND = (44, 44, 48)
+EMPTY_TILE = (52, 52, 56)
+EMPTY_MARK = (84, 84, 90)
+TEXT = (240, 240, 240)
+DIM_TEXT = (160, 160, 168)
+
+
+@dataclass(frozen=True)
+class Pick:
+    name: str  # NNNNNNNN.jpg
+    path: Path
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str  # the class name; "" in a mosaic
+    available: int  # images of this class present in the chosen split(s)
+    picks: tuple[Pick, ...]  # at most `cols`; the rest of the row is placeholder tiles
+
+
+@dataclass(frozen=True)
+class SheetPlan:
+    title: str
+    by: str | None  # None: a mosaic
+    split: str
+    seed: int
+    tile: int
+    cols: int
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...]  # what a person should know: short rows, missing classes
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return sheet_size(self.tile, self.cols, len(self.rows), labelled=self.by is not None)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    gap: int
+    font_size: int
+    band: int  # height of a row's label band (0 in a mosaic)
+    title: int  # height of the title band
+
+
+def geometry(tile: int, labelled: bool) -> Geometry:
+    """Spacing and text size scale with the tile, but text never drops below a legible size."""
+    font_size = max(13, min(24, tile // 7))
+    band = font_size + 2 * (font_size // 3) if labelled else 0
+    title = font_size + 2 * (font_size // 2)
+    return Geometry(gap=max(2, tile // 32), font_size=font_size, band=band, title=title)
+
+
+def sheet_size(tile: int, cols: int, rows: int, labelled: bool = True) -> tuple[int, int]:
+    """(width, height) in pixels: tiles with a gap around each, a title band, a label band per row."""
+    g = geometry(tile, labelled)
+    return cols * tile + (cols + 1) * g.gap, g.title + rows * (g.band + tile + g.gap)
+
+
+# ---- choosing faces ------------------------------------------------------------------------------
+
+def plan_sheet(dir: str | os.PathLike | Tree = "kaokore", by: str | None = DEFAULT_BY, *, split: str = "all",
+               per_class: int = DEFAULT_PER_CLASS, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS,
+               tile: int = DEFAULT_TILE, seed: int = 0) -> SheetPlan:
+    """Which faces go where. `by` is "gender" or "status" for one row per class, None or "none" for a mosaic."""
+    tree = dir if isinstance(dir, Tree) else open_tree(dir)
+    by = None if by in (None, "none") else by
+    if by is not None and by not in BY_CHOICES:
+        raise UsageError(f"unknown --by {by!r} (choose from {', '.join(BY_CHOICES)})")
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"unknown split {split!r} (choose from {', '.join(SPLIT_CHOICES)})")
+    if by is not None and split == UNLABELED:
+        raise UsageError("unlabeled images have no gender or status: use --by none for a mosaic of them")
+    _check_range("--tile", tile, *TILE_RANGE)
+    _check_range("--per-class" if by else "--cols", per_class if by else cols, 1, MAX_SIDE)
+    if by is None:
+        _check_range("--rows", rows, 1, MAX_SIDE)
+
+    in_split = [item for item in tree.meta.downloadable
+                if item.name in tree.present and (split == "all" or (item.split or UNLABELED) == split)]
+    where = "all splits" if split == "all" else split
+    if by is None:
+        cols_, sheet_rows, notes = cols, *_mosaic_rows(tree, in_split, rows, cols, seed, where)
+    else:
+        cols_, sheet_rows, notes = per_class, *_class_rows(tree, in_split, by, split, per_class, seed, where)
+    if not tree.present:
+        notes.insert(0, "no images on disk yet: run `kaokore download` with this --dir")
+    version = tree.state.get("dataset_version", "")
+    title = "  |  ".join([f"KaoKore {version}".strip(), f"by {by}" if by else "mosaic", where, f"seed {seed}"])
+    plan = SheetPlan(title, by, split, seed, tile, cols_, sheet_rows, tuple(notes))
+    width, height = plan.size
+    if width * height > MAX_SHEET_PIXELS:
+        raise UsageError(f"a {width}x{height} sheet is too large; use a smaller --tile or fewer tiles")
+    return plan
+
+
+def _mosaic_rows(tree: Tree, candidates: list, rows: int, cols: int, seed: int, where: str):
+    chosen = [_pick(tree, item) for item in _shuffled(candidates, seed, "mosaic")[: rows * cols]]
+    sheet_rows = tuple(Row("", len(candidates), tuple(chosen[r * cols:(r + 1) * cols])) for r in range(rows))
+    notes = []
+    if len(candidates) < rows * cols:
+        notes.append(f"only {plural(len(candidates), 'image')} present in {where}; "
+                     f"{plural(rows * cols - len(candidates), 'tile')} left empty")
+    return sheet_rows, notes
+
+
+def _class_rows(tree: Tree, candidates: list, by: str, split: str, per_class: int, seed: int, where: str):
+    sheet_rows, notes = [], []
+    for label, name in enumerate(tree.meta.classes[by]):
+        members = [item for item in candidates if item.split is not None and item.label(by) == label]
+        chosen = _shuffled(members, seed, f"{by}/{name}")[:per_class]
+        sheet_rows.append(Row(name, len(members), tuple(_pick(tree, item) for item in chosen)))
+        if len(members) >= per_class:
+            continue
+        listed = sum(1 for item in tree.meta.downloadable if item.split is not None and item.label(by) == label
+                     and (split == "all" or item.split == split))
+        # A partial download and a class the split simply lacks call for different actions.
+        missing = f" ({listed - len(members):,} more listed but not downloaded)" if listed > len(members) else ""
+        if not members:
+            notes.append(f"{name}: no images present in {where}{missing}; row left empty")
+        else:
+            notes.append(f"{name}: only {plural(len(members), 'image')} present in {where}{missing}; "
+                         f"{plural(per_class - len(members), 'tile')} left empty")
+    return tuple(sheet_rows), notes
+
+
+def _shuffled(items, seed: int, key: str) -> list:
+    """A reproducible order per row: its own RNG, so --per-class 16 extends the row --per-class 8 drew."""
+    ordered = sorted(items, key=lambda item: item.index)
+    random.Random(f"{seed}/{key}").shuffle(ordered)
+    return ordered
+
+
+def _pick(tree: Tree, item) -> Pick:
+    return Pick(item.name, tree.path(item))
+
+
+def _check_range(flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UsageError(f"{flag} must be between {low} and {high}, not {value}")
+
+
+# ---- drawing -------------------------------------------------------------------------------------
+
+def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None = None) -> Image.Image:
+    """Draw the sheet; a face that cannot be read becomes a placeholder tile (and its name is
+    appended to `unreadable`, when given) rather than an error: one bad file should not cost the sheet."""
+    g = geometry(plan.tile, plan.by is not None)
+    sheet = Image.new("RGB", plan.size, BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    font = _font(g.font_size)
+    small = _font(max(11, g.font_size * 3 // 4))
+
+    _text_in_band(draw, (g.gap, 0, sheet.width - g.gap, g.title), plan.title, font, TEXT)
+    y = g.title
+    where = "all splits" if plan.split == "all" else plan.split
+    for row in plan.rows:
+        if plan.by is not None:
+            draw.rectangle((0, y, sheet.width, y + g.band - 1), fill=BAND)
+            shown = len(row.picks)
+            caption = (f"{shown} of {row.available:,} in {where}" if row.available
+                       else f"none present in {where}")
+            end = _text_in_band(draw, (g.gap, y, sheet.width - g.gap, y + g.band), row.label, font, TEXT)
+            _text_in_band(draw, (end + g.font_size, y, sheet.width - g.gap, y + g.band), caption, small, DIM_TEXT)
+            y += g.band
+        for col in range(plan.cols):
+            x = g.gap + col * (plan.tile + g.gap)
+            pick = row.picks[col] if col < len(row.picks) else None
+            face = _load_tile(pick.path, plan.tile) if pick else None
+            if face is None and pick and unreadable is not None:
+                unreadable.append(pick.name)
+            if face is None:
+                _placeholder(draw, (x, y, x + plan.tile - 1, y + plan.tile - 1),
+                             "unreadable" if pick else "", small)
+            else:
+                sheet.paste(face, (x, y))
+            if names and pick:
+                _name_tag(sheet, (x, y + plan.tile), pick.name[:8], small)
+        y += plan.tile + g.gap
+    return sheet
+
+
+def contact_sheet(dir: str | os.PathLike = "kaokore", by: str | None = DEFAULT_BY, *, names: bool = False,
+                  **options) -> Image.Image:
+    """A contact sheet of DIR's faces as a PIL image; options as for `plan_sheet`."""
+    return render(plan_sheet(dir, by, **options), names=names)
+
+
+def save_png(image: Image.Image, plan: SheetPlan, out: str | os.PathLike) -> Path:
+    """Write atomically, recording in the PNG which faces are where so a sheet can be traced back."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise DirectoryError(f"cannot write {str(out)!r}: {str(out.parent)!r} is not a directory")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", plan.title)
+    info.add_text("kaokore:rows", json.dumps({row.label or str(n): [p.name for p in row.picks]
+                                             for n, row in enumerate(plan.rows)}))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, optimize=False)
+    try:
+        atomic_write(out, buf.getvalue())
+    except OSError as exc:
+        raise DirectoryError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
+    return out
+
+
+def _load_tile(path: Path, tile: int) -> Image.Image | None:
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (tile, tile))  # JPEG: decode at a reduced scale, much faster for small tiles
+            face = im.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return ImageOps.pad(face, (tile, tile), Image.Resampling.LANCZOS, color=BACKGROUND)
+
+
+def _placeholder(draw: ImageDraw.ImageDraw, box, text: str, font) -> None:
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, fill=EMPTY_TILE)
+    inset = (x1 - x0) // 4
+    draw.line((x0 + inset, y0 + inset, x1 - inset, y1 - inset), fill=EMPTY_MARK, width=2)
+    draw.line((x0 + inset, y1 - inset, x1 - inset, y0 + inset), fill=EMPTY_MARK, width=2)
+    if text:
+        _text_in_band(draw, (x0 + 4, y1 - 24, x1 - 4, y1 - 4), text, font, TEXT)
+
+
+def _name_tag(sheet: Image.Image, bottom_left: tuple[int, int], text: str, font) -> None:
+    x, y = bottom_left
+    draw = ImageDraw.Draw(sheet, "RGBA")
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    h = bottom - top + 4
+    draw.rectangle((x, y - h, x + right - left + 6, y - 1), fill=(0, 0, 0, 170))
+    draw.text((x + 3 - left, y - h + 2 - top), text, font=font, fill=TEXT)
+
+
+def _text_in_band(draw: ImageDraw.ImageDraw, box, text: str, font, fill) -> int:
+    """Draw `text` left-aligned and vertically centred in `box`, cut to fit; returns where it ends."""
+    x0, y0, x1, y1 = box
+    while text and draw.textlength(text, font=font) > x1 - x0:
+        text = text[:-2] + "…" if len(text) > 2 else ""
+    if not text:
+        return x0
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    y = y0 + (y1 - y0 - (bottom - top)) // 2 - top
+    draw.text((x0 - left, y), text, font=font, fill=fill)
+    return x0 + right - left
+
+
+def _font(size: int):
+    """A scalable font where Pillow has one (>= 10.1 ships it); else DejaVu; else the small bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, AttributeError, OSError, ImportError):
+        pass
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except (OSError, ImportError):
+        return ImageFont.load_default()
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "preview", help="draw a contact sheet of faces (one row per class, or a mosaic)",
+        description="Write a PNG contact sheet of the faces under DIR, read from disk only. By default one "
+                    "row per status class; --by gender for gender; --by none (or --mosaic, or giving "
+                    "--rows/--cols, or --split unlabeled) for a plain mosaic. Faces are drawn at random, "
+                    "reproducibly for a --seed.")
+    p.add_argument("--dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
+    p.add_argument("--by", choices=BY_CHOICES, default=None,
+                   help=f"one labelled row per class of this category, or none for a mosaic (default: {DEFAULT_BY}, "
+                        "or none with --rows/--cols or --split unlabeled)")
+    p.add_argument("--mosaic", action="store_true", help="same as --by none")
+    p.add_argument("--split", choices=SPLIT_CHOICES, default="all", help="draw from this split (default: all)")
+    p.add_argument("--per-class", "--per_class", dest="per_class", type=int, default=None, metavar="N",
+                   help=f"faces per class row (default: {DEFAULT_PER_CLASS})")
+    p.add_argument("--rows", type=int, default=None, help=f"mosaic rows (default: {DEFAULT_ROWS})")
+    p.add_argument("--cols", type=int, default=None, help=f"mosaic columns (default: {DEFAULT_COLS})")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PX",
+                   help=f"tile side in pixels, {TILE_RANGE[0]}..{TILE_RANGE[1]} (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="which faces are drawn (default: %(default)s); "
+                   "the same seed on the same tree gives the same sheet")
+    p.add_argument("--names", action="store_true", help="print each face's image number on its tile")
+    p.set_defaults(run=run)
+
+
+def resolve_by(args: argparse.Namespace) -> str | None:
+    """--by wins; --mosaic, --rows/--cols or --split unlabeled without --by mean a mosaic; else rows by status."""
+    # Unlabeled images have no class to make rows of, so asking for them alone means a mosaic.
+    grid = args.rows is not None or args.cols is not None or (args.split == UNLABELED and args.by is None)
+    if args.mosaic and args.by not in (None, "none"):
+        raise UsageError(f"--mosaic and --by {args.by} contradict each other")
+    by = "none" if args.mosaic else args.by or ("none" if grid else DEFAULT_BY)
+    if by != "none" and grid:
+        raise UsageError(f"--rows/--cols shape a mosaic; with --by {by} use --per-class")
+    if by == "none" and args.per_class is not None:
+        raise UsageError("--per-class applies to rows by class; a mosaic takes --rows and --cols")
+    return None if by == "none" else by
+
+
+def run(args: argparse.Namespace) -> int:
+    by = resolve_by(args)
+    plan = plan_sheet(args.dir, by, split=args.split, per_class=args.per_class or DEFAULT_PER_CLASS,
+                      rows=args.rows or DEFAULT_ROWS, cols=args.cols or DEFAULT_COLS, tile=args.tile,
+                      seed=args.seed)
+    unreadable: list[str] = []
+    out = save_png(render(plan, names=args.names, unreadable=unreadable), plan, args.out)
+    notes = list(plan.notes)
+    if unreadable:
+        notes.append(f"{plural(len(unreadable), 'image')} could not be read ({', '.join(unreadable[:5])}"
+                     f"{', ...' if len(unreadable) > 5 else ''}); run `kaokore verify --dir {args.dir}`")
+    for note in notes:
+        print(f"kaokore: note: {note}", file=sys.stderr)
+    width, height = plan.size
+    what = f"{len(plan.rows)} rows by {by} x {plan.cols} faces" if by else f"{len(plan.rows)}x{plan.cols} mosaic"
+    shown = sum(len(r.picks) for r in plan.rows)
+    print(f"wrote {out} ({width}x{height} px): {what}, {shown} faces from "
+          f"{'all splits' if plan.split == 'all' else plan.split}, seed {plan.seed}")
+    return EXIT_OK
+
+
+__all__ = ["contact_sheet", "plan_sheet", "render", "save_png", "sheet_size", "SheetPlan", "Row", "Pick"]
