@@ -73,8 +73,6 @@ def download(
     _check_numbers(threads=threads, per_host=per_host, retries=retries, timeout=timeout)
     check_layout(layout)
     version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)
-    if ca_bundle is not None and not Path(ca_bundle).is_file():
-        raise UsageError(f"--ca-bundle {ca_bundle!r} is not a file")
     policy = policy or RetryPolicy(retries=retries)
     if policy.retries != retries:
         raise UsageError("pass retries either directly or through policy, not both")

@@ -5,6 +5,8 @@ size caps, redirects, timeouts and certificate handling are decided in one place
 """
 from __future__ import annotations
 
+import os
+import ssl
 import time
 import warnings
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
 
 from ._version import __version__
+from .errors import UsageError
 
 USER_AGENT = f"kaokore/{__version__} (KaoKore dataset downloader; python-requests/{requests.__version__})"
 DEFAULT_TIMEOUT = 30.0
@@ -22,6 +25,7 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # a 256x256 face crop is ~20 KiB; anything
 DEFAULT_MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
 TLS_HINT = "pass --ca-bundle PEM if you use a private CA, or --ssl_unverified_context to skip the check"
+CA_BUNDLE_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what requests reads, in its order
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,21 @@ class HttpOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_redirects: int = DEFAULT_MAX_REDIRECTS
 
+    def __post_init__(self) -> None:
+        # A CA file that cannot be loaded fails every https request alike, and
+        # requests reports it as an OSError or a bare SSLError that looks like a
+        # flaky or dead server: refuse it here, before anything is fetched.
+        if self.ssl_unverified:
+            return
+        if self.ca_bundle is not None:
+            _check_ca_file(self.ca_bundle, "--ca-bundle")
+            return
+        for name in CA_BUNDLE_ENV:
+            value = os.environ.get(name)
+            if value:  # requests skips an empty variable too
+                _check_ca_file(value, name)
+                return
+
     @property
     def verify(self) -> bool | str:
         # Passed on every request, not set on the session: requests lets
@@ -40,6 +59,22 @@ class HttpOptions:
         if self.ssl_unverified:
             return False
         return self.ca_bundle or True
+
+
+def _check_ca_file(path: str, source: str) -> None:
+    """Load `path` the way urllib3 will, so a bad one is a one-line usage error."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if os.path.isdir(path):  # requests accepts an OpenSSL c_rehash directory
+            context.load_verify_locations(capath=path)
+        else:
+            context.load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise UsageError(f"{source} {path!r} does not exist") from None
+    except ssl.SSLError as exc:
+        raise UsageError(f"{source} {path!r} holds no usable PEM CA certificate ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise UsageError(f"{source} {path!r} cannot be read: {exc.strerror or exc}") from None
 
 
 class ResponseTooLarge(Exception):

@@ -1,0 +1,325 @@
+"""TLS and proxies, against loopback https hosts whose certificates come from a throwaway CA.
+
+What a user sees: a server their Python does not trust is refused with a message
+naming both ways out (--ca-bundle, --ssl_unverified_context); each way out works,
+REQUESTS_CA_BUNDLE works, the flags win over it, and proxies from the environment
+are used. Nothing here leaves 127.0.0.1.
+"""
+from __future__ import annotations
+
+import csv
+import http.client
+import os
+import select
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import image_files, jpeg_info, make_synthetic, run_cli
+from iiif_server import FakeIIIF
+
+from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+
+trustme = pytest.importorskip("trustme")
+
+FLAGS = ("--ssl_unverified_context", "--ca-bundle")
+UNVERIFIED_WARNING = "kaokore: warning: --ssl_unverified_context"
+# Everything in the environment that could send a loopback request elsewhere or
+# make requests trust another CA; each test starts without any of them.
+SCRUBBED_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+                "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in SCRUBBED_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """The servers' CA and an unrelated one, each with its PEM on disk."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca, other = trustme.CA(), trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    other.cert_pem.write_to_path(str(folder / "other.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return {"server_context": context, "ca": str(folder / "ca.pem"), "other": str(folder / "other.pem")}
+
+
+@pytest.fixture
+def tls_srv(pki):
+    with FakeIIIF(hosts=2, ssl_context=pki["server_context"]) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_synth(tls_srv, tmp_path):
+    return make_synthetic(tls_srv, tmp_path, n=24)
+
+
+def download_args(synth, out: Path, *extra: str) -> list[str]:
+    return ["download", "--dir", str(out), "--metadata-dir", str(synth.meta_dir), "--quiet", *extra]
+
+
+def assert_complete(srv, synth, out: Path) -> None:
+    files = image_files(out)
+    assert sorted(files) == sorted(synth.name(i) for i in synth.urls)
+    for index, url in synth.urls.items():
+        path = files[synth.name(index)]
+        assert jpeg_info(path) == ("JPEG", (256, 256), "RGB")
+        assert path.read_bytes() == srv.expected_bytes(url)
+
+
+def failures(out: Path) -> list[dict]:
+    with open(out / "failures.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def run_subprocess(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The real command with its real stderr (warnings included), in a fresh interpreter;
+    PYTHONWARNINGS is cleared so an `ignore` in the caller's environment cannot hide a warning."""
+    return subprocess.run([sys.executable, "-m", "kaokore", *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, PYTHONWARNINGS=""))
+
+
+# --------------------------------------------------------------------------
+# Refused by default
+# --------------------------------------------------------------------------
+
+
+def test_untrusted_image_server_is_refused_naming_both_flags_and_not_hammered(tls_srv, tls_synth, tmp_path, capsys):
+    out = tmp_path / "data"
+    code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--per-host", "2"))
+    assert code == EXIT_INCOMPLETE
+    assert not image_files(out)
+    rows = failures(out)
+    assert sorted(r["image"] for r in rows) == sorted(tls_synth.name(i) for i in tls_synth.urls)
+    for row in rows:
+        assert all(flag in row["error"] for flag in FLAGS), row
+        assert "certificate" in row["error"]
+        assert int(row["attempts"]) <= 1, row  # not retried: it would fail the same way
+    # Each host is reported once, and the advice reaches the terminal.
+    notes = [line for line in err.splitlines() if "not trusted" in line]
+    assert len(notes) == len(tls_srv.base_urls)
+    assert all(all(flag in line for flag in FLAGS) for line in notes)
+    # An untrusted certificate is fatal for its host: a dozen images per host,
+    # but no more handshakes than the per-host limit lets start at once.
+    for host, count in tls_srv.connections_opened.items():
+        assert 1 <= count <= 2, (host, count)
+
+
+@pytest.mark.parametrize("tls_flag, expected", [
+    ((), "not trusted"),
+    (("--ssl_unverified_context",), "SHA-256 mismatch"),
+    (("--ca-bundle", "ca"), "SHA-256 mismatch"),
+])
+def test_metadata_fetch_over_tls(tls_srv, tls_synth, pki, tmp_path, capsys, tls_flag, expected):
+    """--metadata-url is held to the pinned checksums, which synthetic files cannot
+    match: getting as far as the checksum proves the TLS step was passed."""
+    tls_flag = tuple(pki.get(a, a) for a in tls_flag)
+    out = tmp_path / "data"
+    code, _, err = run_cli(capsys, "download", "--dir", str(out), "--quiet",
+                           "--metadata-url", f"{tls_srv.base_urls[0]}/meta", *tls_flag)
+    assert code == EXIT_USAGE
+    lines = [line for line in err.splitlines() if not line.startswith(UNVERIFIED_WARNING)]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("kaokore: error: ") and expected in lines[0], err
+    if not tls_flag:
+        assert all(flag in lines[0] for flag in FLAGS), err
+    assert not image_files(out)
+
+
+# --------------------------------------------------------------------------
+# --ssl_unverified_context
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_bundle", [None, "other"], ids=["plain", "REQUESTS_CA_BUNDLE-of-another-CA"])
+def test_ssl_unverified_context_downloads_and_warns_exactly_once(tls_srv, tls_synth, pki, tmp_path,
+                                                                 monkeypatch, env_bundle):
+    # requests lets REQUESTS_CA_BUNDLE override a session-wide verify=False; the
+    # flag must survive an environment pointing at a CA that signed nothing here.
+    if env_bundle:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", pki[env_bundle])
+    out = tmp_path / "data"
+    proc = run_subprocess(download_args(tls_synth, out, "--ssl_unverified_context", "--threads", "8"), tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.stderr.count(UNVERIFIED_WARNING) == 1, proc.stderr
+    # 23 unverified requests, and not one of urllib3's per-request warnings.
+    assert "InsecureRequestWarning" not in proc.stderr
+    assert "Unverified HTTPS request" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 2, proc.stderr  # the warning and the summary
+    assert_complete(tls_srv, tls_synth, out)
+
+
+# --------------------------------------------------------------------------
+# --ca-bundle and REQUESTS_CA_BUNDLE
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag, env, trusted", [
+    ("ca", None, True),
+    (None, ("REQUESTS_CA_BUNDLE", "ca"), True),
+    (None, ("CURL_CA_BUNDLE", "ca"), True),
+    (None, ("REQUESTS_CA_BUNDLE", "other"), False),
+    ("ca", ("REQUESTS_CA_BUNDLE", "other"), True),  # the flag wins over the environment ...
+    ("other", ("REQUESTS_CA_BUNDLE", "ca"), False),  # ... even when the environment would have worked
+], ids=["flag", "env", "curl-env", "env-other-CA", "flag-beats-env", "wrong-flag-beats-right-env"])
+def test_ca_bundle_and_environment(tls_srv, tls_synth, pki, tmp_path, capsys, monkeypatch, flag, env, trusted):
+    if env:
+        monkeypatch.setenv(env[0], pki[env[1]])
+    out = tmp_path / "data"
+    extra = ("--ca-bundle", pki[flag]) if flag else ()
+    code, _, err = run_cli(capsys, *download_args(tls_synth, out, *extra))
+    if trusted:
+        assert code == EXIT_OK, err
+        assert_complete(tls_srv, tls_synth, out)
+    else:
+        assert code == EXIT_INCOMPLETE, err
+        assert not image_files(out)
+        assert all("not trusted" in row["error"] for row in failures(out))
+
+
+@pytest.mark.parametrize("source, content", [
+    ("--ca-bundle", None),
+    ("--ca-bundle", b""),
+    ("--ca-bundle", b"not a certificate\n"),
+    ("REQUESTS_CA_BUNDLE", None),
+    ("REQUESTS_CA_BUNDLE", b"not a certificate\n"),
+], ids=["flag-missing", "flag-empty", "flag-garbage", "env-missing", "env-garbage"])
+def test_unusable_ca_bundle_is_one_line_exit_2_before_any_request(tls_srv, tls_synth, tmp_path, capsys,
+                                                                  monkeypatch, source, content):
+    bundle = tmp_path / "bundle.pem"
+    if content is not None:
+        bundle.write_bytes(content)
+    if source == "--ca-bundle":
+        argv = download_args(tls_synth, tmp_path / "data", "--ca-bundle", str(bundle))
+    else:
+        monkeypatch.setenv(source, str(bundle))
+        argv = download_args(tls_synth, tmp_path / "data")
+    code, out, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE
+    assert err.count("\n") == 1 and err.startswith("kaokore: error: "), err
+    assert source in err and str(bundle) in err
+    assert out == ""
+    # Refused up front, not image by image after retries against a healthy server.
+    assert sum(tls_srv.connections_opened.values()) == 0
+    assert not image_files(tmp_path / "data")
+
+
+def test_ssl_unverified_context_needs_no_usable_ca_bundle(tls_srv, tls_synth, tmp_path, capsys, monkeypatch):
+    # A broken REQUESTS_CA_BUNDLE does not matter when nothing is verified.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    out = tmp_path / "data"
+    code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--ssl_unverified_context"))
+    assert code == EXIT_OK, err
+    assert_complete(tls_srv, tls_synth, out)
+
+
+# --------------------------------------------------------------------------
+# Proxies from the environment
+# --------------------------------------------------------------------------
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy for loopback only: absolute-URI GETs and CONNECT tunnels."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if parts.scheme != "http" or parts.hostname != "127.0.0.1":
+            self.send_error(403, "loopback only")
+            return
+        self.server.seen.append(("GET", self.path))
+        upstream = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            upstream.request("GET", target, headers={"User-Agent": self.headers.get("User-Agent", "")})
+            reply = upstream.getresponse()
+            body = reply.read()
+        finally:
+            upstream.close()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.getheader("Content-Type") or "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_CONNECT(self) -> None:
+        host, _, port = self.path.rpartition(":")
+        if host != "127.0.0.1":
+            self.send_error(403, "loopback only")
+            return
+        self.server.seen.append(("CONNECT", self.path))
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = True
+        ends = [self.connection, upstream]
+        try:
+            while not self.server.stopping.is_set():
+                readable, _, _ = select.select(ends, [], [], 0.05)
+                for end in readable:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (upstream if end is self.connection else self.connection).sendall(data)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+
+@pytest.fixture
+def proxy():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
+    server.daemon_threads = True
+    server.seen = []
+    server.stopping = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_http_proxy_from_environment_is_used(srv, tmp_path, capsys, monkeypatch, proxy):
+    synth = make_synthetic(srv, tmp_path, n=12)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    out = tmp_path / "data"
+    code, _, err = run_cli(capsys, *download_args(synth, out))
+    assert code == EXIT_OK, err
+    assert_complete(srv, synth, out)
+    assert sorted(url for method, url in proxy.seen) == sorted(synth.urls.values())
+
+
+def test_https_proxy_from_environment_tunnels_and_still_verifies(tls_srv, tls_synth, pki, tmp_path, capsys,
+                                                                monkeypatch, proxy):
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    out = tmp_path / "data"
+    code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--per-host", "1"))
+    assert code == EXIT_INCOMPLETE, err  # through the tunnel, the certificate is still checked
+    assert all("not trusted" in row["error"] for row in failures(out))
+    tunnels_refused = len(proxy.seen)
+
+    code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--ca-bundle", pki["ca"]))
+    assert code == EXIT_OK, err
+    assert_complete(tls_srv, tls_synth, out)
+    tunnels = proxy.seen[tunnels_refused:]
+    assert tunnels and {method for method, _ in tunnels} == {"CONNECT"}
+    assert {target for _, target in tunnels} == {urlsplit(base).netloc for base in tls_srv.base_urls}
