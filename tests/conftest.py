@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,27 @@ def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, 
         (meta_dir / name).write_bytes(data)
         srv.set_file(f"/meta/dataset/{name}", data)
     return Synthetic(files, urls, labels, meta_dir)
+
+
+REQUIRE_ALL_ENV = "KAOKORE_TESTS_REQUIRE_ALL"
+
+
+def _forbid_skip(report) -> None:
+    """Where every optional dependency is installed (CI), a skip would hide a test that must run."""
+    if report.skipped and os.environ.get(REQUIRE_ALL_ENV) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but {REQUIRE_ALL_ENV} is set so every test must run: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _forbid_skip((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    _forbid_skip((yield).get_result())  # a module-level importorskip skips at collection
 
 
 @pytest.fixture(autouse=True)
