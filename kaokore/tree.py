@@ -43,7 +43,7 @@ def open_tree(dir: str | os.PathLike) -> Tree:
     meta = md.parse(md.read_local(root), pinned=False)
     state = read_state(root)
     manifest = read_manifest(root)
-    layout = detect_layout(root, state, manifest, meta)
+    layout = detect_layout(root, state, manifest, meta.classes)
     # One directory listing per folder, not one stat per image: a full tree is ~10,000 files.
     on_disk = set()
     for folder in all_folders(layout, meta.classes):
@@ -56,7 +56,7 @@ def open_tree(dir: str | os.PathLike) -> Tree:
     return Tree(root, meta, layout, state, manifest, present)
 
 
-def detect_layout(root: Path, state: dict, rows: dict[str, ManifestRow], meta: md.Metadata) -> str:
+def detect_layout(root: Path, state: dict, rows: dict[str, ManifestRow], classes) -> str:
     """The state file says; failing that the manifest, and failing that the folders on disk."""
     if state.get("layout") in LAYOUTS:
         return state["layout"]
@@ -65,6 +65,6 @@ def detect_layout(root: Path, state: dict, rows: dict[str, ManifestRow], meta: m
     if (root / "images_256").is_dir():
         return "flat"
     for layout in ("gender", "status"):
-        if any((root / f).is_dir() for f in all_folders(layout, meta.classes) if "/" in f):
+        if any((root / f).is_dir() for f in all_folders(layout, classes) if "/" in f):
             return layout
     return "split"

@@ -1,0 +1,134 @@
+"""The framework-free index both loaders (`kaokore.torch`, `kaokore.tensorflow`) share.
+
+The index reads a tree through its metadata copies rather than by listing
+folders, so every layout `kaokore download` writes yields the same images, in
+the same order, with the labels of labels.csv; an image absent from disk is
+counted and reported, never silently dropped.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import metadata as md
+from .errors import DirectoryError, KaokoreError, MetadataError, UsageError
+from .layout import LAYOUTS, SPLITS, candidate_paths
+from .store import ManifestRow, read_manifest, read_state
+from .tree import detect_layout
+
+IMAGE_SIZE = 256  # every image `kaokore download` writes is a 256x256 RGB JPEG
+EXAMPLES_SHOWN = 5  # missing image names quoted in the warning
+
+
+class MissingFramework(ImportError, KaokoreError):
+    """The loader's framework is not installed; the message names the extra to install."""
+
+
+class MissingImagesWarning(UserWarning):
+    """Some labelled images of the split are not on disk; they are left out of the dataset."""
+
+
+@dataclass(frozen=True)
+class Index:
+    """The labelled images of one split that are on disk, and those that are not."""
+
+    root: str
+    split: str
+    category: str
+    classes: tuple[str, ...]  # label -> class name, from labels.metadata.en.txt
+    samples: tuple[tuple[str, int], ...]  # (absolute path, label), by image number
+    not_downloaded: tuple[str, ...]  # image names with a URL but no file: a rerun of download fetches them
+    unavailable: tuple[str, ...]  # labelled, but urls.txt has no URL for them: nothing can fetch them
+
+    @property
+    def expected(self) -> int:
+        return len(self.samples) + len(self.not_downloaded) + len(self.unavailable)
+
+    def warn_missing(self, stacklevel: int) -> None:
+        """One warning per dataset for everything left out, so a partial tree is never mistaken for a full one."""
+        if not (self.not_downloaded or self.unavailable):
+            return
+        parts = []
+        if self.not_downloaded:
+            shown = ", ".join(self.not_downloaded[:EXAMPLES_SHOWN])
+            more = ", ..." if len(self.not_downloaded) > EXAMPLES_SHOWN else ""
+            parts.append(f"{len(self.not_downloaded)} not downloaded ({shown}{more}; "
+                         f"`kaokore download --dir {self.root}` fetches them)")
+        if self.unavailable:
+            parts.append(f"{len(self.unavailable)} with no URL in urls.txt (unavailable upstream)")
+        missing = len(self.not_downloaded) + len(self.unavailable)
+        warnings.warn(
+            f"kaokore: {missing} of {self.expected} labelled {self.split} images are missing under "
+            f"{self.root} and left out: {'; '.join(parts)}",
+            MissingImagesWarning, stacklevel=stacklevel + 1,
+        )
+
+
+def read_index(root: str | os.PathLike, split: str = "train", category: str = "gender") -> Index:
+    """Which labelled images of `split` are under `root`, in any layout, with their `category` labels."""
+    if split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    if category not in md.CATEGORIES:
+        raise UsageError(f"unknown category {category!r} (choose from {', '.join(md.CATEGORIES)})")
+    path = Path(os.path.expanduser(os.fspath(root))).resolve()
+    if not path.is_dir():
+        raise DirectoryError(f"{str(path)!r} is not a directory; download the dataset first "
+                             f"(`kaokore download --dir {root}`, or download=True)")
+    classes = md.parse_classes(_read(path, "labels.metadata.en.txt"))
+    labels = md.parse_labels(_read(path, "labels.csv"), classes)
+    # urls.txt only tells "never downloadable" from "not downloaded yet"; a tree from elsewhere may lack it.
+    urls = md.parse_urls(_read(path, "urls.txt")) if (path / "urls.txt").is_file() else None
+    rows = read_manifest(path)
+    layouts = _layouts_by_preference(path, rows, classes)
+
+    samples, not_downloaded, unavailable = [], [], []
+    for index in sorted(labels):
+        item_split, gender, status = labels[index]
+        if item_split != split:
+            continue
+        url = urls[index] if urls is not None and index < len(urls) else None
+        item = md.Item(index, url, item_split, gender, status)
+        found = _find(path, item, rows.get(item.name), classes, layouts)
+        if found is not None:
+            samples.append((str(path / found), item.label(category)))
+        elif urls is not None and not url:
+            unavailable.append(item.name)
+        else:
+            not_downloaded.append(item.name)
+    if not samples and (not_downloaded or unavailable):
+        raise DirectoryError(
+            f"none of the {len(not_downloaded) + len(unavailable)} labelled {split} images is under "
+            f"{str(path)!r}; download them first (`kaokore download --dir {root}`, or download=True)")
+    return Index(str(path), split, category, classes[category], tuple(samples),
+                 tuple(not_downloaded), tuple(unavailable))
+
+
+def _read(root: Path, name: str) -> bytes:
+    try:
+        return (root / name).read_bytes()
+    except FileNotFoundError:
+        raise MetadataError(str(root / name), None,
+                            "missing; a tree written by `kaokore download` has it at its root") from None
+    except OSError as exc:
+        raise MetadataError(str(root / name), None, f"cannot read: {exc.strerror}") from None
+
+
+def _layouts_by_preference(root: Path, rows: dict[str, ManifestRow], classes) -> tuple[str, ...]:
+    """The layout DIR says it holds first: after an interrupted layout switch an image may be in two places."""
+    preferred = detect_layout(root, read_state(root), rows, classes)
+    return (preferred, *(layout for layout in LAYOUTS if layout != preferred))
+
+
+def _find(root: Path, item: md.Item, row: ManifestRow | None, classes, layouts) -> str | None:
+    candidates = candidate_paths(item, classes, layouts)
+    # The manifest's path is tried first, but only where some layout would put the image:
+    # a manifest is a file in the user's folder, not a licence to read anywhere.
+    if row is not None and row.path in candidates:
+        candidates.remove(row.path)
+        candidates.insert(0, row.path)
+    for candidate in candidates:
+        if (root / candidate).is_file():
+            return candidate
+    return None

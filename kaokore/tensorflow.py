@@ -1,0 +1,55 @@
+"""TensorFlow loader.
+
+    >>> import kaokore.tensorflow
+    >>> ds = kaokore.tensorflow.load("kaokore", split="train", category="status")
+    >>> ds = ds.shuffle(4096).batch(64).prefetch(tf.data.AUTOTUNE)
+
+TensorFlow is imported only when `load` is called, so this module imports without it.
+"""
+from __future__ import annotations
+
+import os
+
+from .index import IMAGE_SIZE, MissingFramework, MissingImagesWarning, read_index
+
+def _import_tensorflow():
+    try:
+        import tensorflow as tf
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "tensorflow":
+            raise  # TensorFlow is there but broken: its own error says more than ours would
+        raise MissingFramework(
+            "kaokore.tensorflow needs TensorFlow: pip install 'kaokore[tensorflow]' "
+            "(or pip install tensorflow-cpu)") from None
+    return tf
+
+
+def load(root: str | os.PathLike, split: str = "train", category: str = "gender"):
+    """A `tf.data.Dataset` of (uint8 [256, 256, 3] image, int64 label), in image-number order.
+
+    Images are decoded by `tf.io.decode_jpeg` in a parallel, order-preserving map;
+    shuffle, batch and prefetch as usual. The returned dataset carries `class_names`
+    and `file_paths` (as Keras' `image_dataset_from_directory` does); both are lost
+    by later transformations such as `.batch`.
+    """
+    tf = _import_tensorflow()
+    index = read_index(root, split, category)
+    index.warn_missing(stacklevel=2)
+    paths = [p for p, _ in index.samples]
+    labels = [label for _, label in index.samples]
+
+    def decode(path, label):
+        # INTEGER_ACCURATE is libjpeg's ISLOW, which Pillow uses: both loaders see the same pixels.
+        # (TensorFlow's default, INTEGER_FAST, is off by a level or two in many pixels.)
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE")
+        # A file that is not 256x256 fails here, by name of the op, rather than later in a batch.
+        return tf.ensure_shape(image, (IMAGE_SIZE, IMAGE_SIZE, 3)), label
+
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string),
+                                             tf.constant(labels, dtype=tf.int64)))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds.class_names = list(index.classes)
+    ds.file_paths = paths
+    return ds
+
+__all__ = ["load", "MissingFramework", "MissingImagesWarning"]

@@ -1,0 +1,122 @@
+"""PyTorch loader: `KaoKore`, a map-style `torch.utils.data.Dataset`.
+
+    >>> from kaokore.torch import KaoKore, to_tensor
+    >>> train = KaoKore("kaokore", split="train", category="status", transform=to_tensor)
+    >>> loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True, num_workers=4)
+
+The dataset holds only strings, ints and the transforms, and opens each image
+when it is asked for, so it pickles into DataLoader workers under both the
+fork and the spawn start methods.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from PIL import Image
+
+from .downloader import download as _download
+from .errors import UsageError
+from .layout import LAYOUTS
+from .store import read_state
+# The index is framework-free; kaokore.tensorflow imports TensorFlow only inside load().
+from .index import MissingFramework, MissingImagesWarning, read_index
+from .versions import VERSIONS
+
+try:
+    import torch
+    from torch.utils.data import Dataset
+except ModuleNotFoundError as exc:
+    if exc.name is None or exc.name.split(".")[0] != "torch":
+        raise  # PyTorch is there but broken: its own error says more than ours would
+    raise MissingFramework("kaokore.torch needs PyTorch: pip install 'kaokore[torch]'") from None
+
+__all__ = ["KaoKore", "to_tensor", "MissingImagesWarning"]
+
+
+class KaoKore(Dataset):
+    """The labelled images of one split, as (image, label) pairs.
+
+    `root` is a directory written by `kaokore download`, in any layout (or a tree
+    with labels.csv and labels.metadata.en.txt at its root and the images in any
+    of kaokore's layouts, e.g. upstream's images_256/). Images come in image-number
+    order as PIL RGB images, or `transform(image)`; labels are ints indexing
+    `classes`. Labelled images missing from disk are left out and reported in one
+    `MissingImagesWarning`.
+
+    `download=True` first runs `kaokore.download(root, **download_options)`, which
+    fetches only what is missing and keeps the layout and version the tree already has.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", category: str = "gender",
+                 transform: Callable[[Image.Image], Any] | None = None,
+                 target_transform: Callable[[int], Any] | None = None,
+                 download: bool = False, **download_options: Any):
+        if download:
+            _download_into(root, download_options)
+        elif download_options:
+            raise TypeError(f"download options {sorted(download_options)} given without download=True")
+        index = read_index(root, split, category)
+        index.warn_missing(stacklevel=2)
+        self.root = index.root
+        self.split = split
+        self.category = category
+        self.transform = transform
+        self.target_transform = target_transform
+        self.classes: list[str] = list(index.classes)
+        self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
+        self.samples: list[tuple[str, int]] = list(index.samples)  # torchvision's name, for code written for it
+        self.targets: list[int] = [label for _, label in self.samples]
+        self.missing: list[str] = [*index.not_downloaded, *index.unavailable]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, target = self.samples[i]
+        with Image.open(path) as im:
+            image = im.convert("RGB")  # loads the pixels, so the file is closed on return
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+    def __repr__(self) -> str:
+        lines = [
+            f"Dataset {type(self).__name__}",
+            f"    Number of datapoints: {len(self)}",
+            f"    Root location: {self.root}",
+            f"    Split: {self.split}",
+            f"    Category: {self.category} {self.classes}",
+        ]
+        if self.missing:
+            lines.append(f"    Missing from disk: {len(self.missing)}")
+        for name, value in (("Transform", self.transform), ("Target transform", self.target_transform)):
+            if value is not None:
+                lines.append(f"    {name}: {value!r}")
+        return "\n".join(lines)
+
+
+def _download_into(root, options: dict) -> None:
+    # A rerun must not move a tree to the default layout or trip over another version's
+    # refusal: unless told otherwise, download what the tree already is.
+    if "dir" in options:
+        raise UsageError("pass the directory as root, not as dir=")
+    root = Path(os.path.expanduser(os.fspath(root)))
+    state = read_state(root)
+    options = dict(options)
+    if "layout" not in options and state.get("layout") in LAYOUTS:
+        options["layout"] = state["layout"]
+    if "dataset_version" not in options and state.get("dataset_version") in VERSIONS:
+        options["dataset_version"] = state["dataset_version"]
+    _download(root, **options)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> float32 tensor [3, H, W] in [0, 1], like torchvision's ToTensor, without torchvision."""
+    width, height = image.size
+    pixels = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
+    return pixels.view(height, width, 3).permute(2, 0, 1).contiguous().float().div_(255)
+
