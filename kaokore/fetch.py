@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import requests
-from urllib3.exceptions import InvalidHeader, NewConnectionError
+from urllib3.exceptions import InvalidHeader, MaxRetryError, NewConnectionError
 from urllib3.util import Retry
 
 from .metadata import Item
@@ -41,7 +41,7 @@ class RetryPolicy:
     backoff_max: float = 30.0
     retry_after_cap: float = 60.0  # a server asking for an hour is not waited for
     bad_body_tries: int = 3  # a 200 that is not an image is retried, but not forever
-    breaker_threshold: int = 8  # consecutive connection failures that mark a host unreachable
+    breaker_threshold: int = 8  # images in a row that could not reach a host mark it unreachable
 
     def new_state(self) -> Retry:
         return Retry(
@@ -96,7 +96,11 @@ class _Host:
     delayed: list = field(default_factory=list)  # heap of (ready_at, seq, task)
     in_flight: int = 0
     paused_until: float = 0.0
-    consecutive_failures: int = 0
+    # Distinct images, not attempts: a live host with a few images that always
+    # time out would otherwise trip the breaker once those are the last ones
+    # left and retry back to back with no other answer in between.
+    unreachable_images: set = field(default_factory=set)
+    last_connection_error: str = ""
     dead: str = ""  # why it was given up, or ""
 
     def remaining(self) -> int:
@@ -152,7 +156,10 @@ class HostScheduler:
                 best = host
         if best is None:
             return None, wake
-        if best.delayed and best.delayed[0][0] <= now:
+        # A host some images could not reach is probed with fresh images, not the
+        # same ones again: that tells a dead host (breaker) from a few bad images fastest.
+        suspect = bool(best.unreachable_images) and bool(best.pending)
+        if best.delayed and best.delayed[0][0] <= now and not suspect:
             task = heapq.heappop(best.delayed)[2]
         else:
             task = best.pending.popleft()
@@ -164,9 +171,10 @@ class HostScheduler:
             host = self.hosts[task.host]
             host.in_flight -= 1
             if attempt.connection_failure:
-                host.consecutive_failures += 1
+                host.unreachable_images.add(task.item.name)
+                host.last_connection_error = attempt.error
             elif attempt.row is not None or attempt.error:
-                host.consecutive_failures = 0  # the host answered, whatever it said
+                host.unreachable_images.clear()  # the host answered, whatever it said
             if attempt.host_pause:
                 host.paused_until = max(host.paused_until, time.monotonic() + attempt.host_pause)
 
@@ -177,22 +185,26 @@ class HostScheduler:
             elif attempt.fatal_host_error:
                 self._emit(Failure(task.item.name, task.item.url, attempt.fatal_host_error, task.attempts))
                 self._kill(task.host, host, attempt.fatal_host_error)
-            elif attempt.retry_in is None:
-                self._emit(Failure(task.item.name, task.item.url, attempt.error, task.attempts))
-            elif host.consecutive_failures >= self._policy.breaker_threshold:
-                reason = f"{HOST_UNREACHABLE} ({host.consecutive_failures} consecutive connection failures)"
+            elif attempt.connection_failure and len(host.unreachable_images) >= self._policy.breaker_threshold:
+                # Checked before "final": with --retries 0 every failure is final, and a
+                # blackholed host would then cost one full timeout per image.
+                reason = (f"{HOST_UNREACHABLE} ({len(host.unreachable_images)} images in a row could not "
+                          f"reach it; last: {host.last_connection_error})")
                 self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
                 self._kill(task.host, host, reason)
+            elif attempt.retry_in is None:
+                self._emit(Failure(task.item.name, task.item.url, attempt.error, task.attempts))
             else:
                 heapq.heappush(host.delayed, (time.monotonic() + attempt.retry_in, next(self._seq), task))
             self._cond.notify_all()
 
     def _kill(self, name: str, host: _Host, reason: str) -> None:
         host.dead = reason
+        never_tried = len(host.pending)
         left = list(host.pending) + [entry[2] for entry in host.delayed]
         host.pending.clear()
         host.delayed.clear()
-        self._emit(HostDown(name, reason, len(left)))
+        self._emit(HostDown(name, reason, never_tried))
         for task in left:
             self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
 
@@ -271,9 +283,12 @@ def _transient(task: Task, policy: RetryPolicy, error: str, exc: Exception | Non
     delay = policy.backoff(task.state)
     pause = 0.0
     if retry_after is not None:
-        delay = min(max(retry_after, 0.0), policy.retry_after_cap)
+        # A floor, not a replacement: "Retry-After: 0" from a failing server must
+        # not turn the backoff into a tight loop.
+        asked = min(max(retry_after, 0.0), policy.retry_after_cap)
+        delay = max(delay, asked)
         if status == 429:
-            pause = delay
+            pause = asked
     return Attempt(error=error, retry_in=delay, connection_failure=connection_failure, host_pause=pause)
 
 
@@ -306,6 +321,11 @@ def _could_not_connect(exc: requests.exceptions.ConnectionError) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
+    # requests wraps the useful part ("Connection refused") in a pool and retry
+    # message long enough to be cut off below.
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, MaxRetryError) and inner.reason is not None:
+        exc = inner.reason
     text = str(exc).replace("\n", " ")
     return text if len(text) <= 200 else text[:197] + "..."
 

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -21,6 +22,8 @@ from .versions import METADATA_FILES, Version
 
 IMAGE_NAME = re.compile(r"[0-9]{8}\.jpg")
 CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")  # must be safe as a folder name
+# ASCII only: str.isdigit() also accepts "²" (which int() rejects) and "٣" (which it reads as 3).
+NUMBER = re.compile(r"[0-9]{1,6}")
 LABEL_COLUMNS = ("image", "gender", "status", "set")
 SPLIT_NAMES = ("train", "dev", "test")
 CATEGORIES = ("gender", "status")
@@ -137,10 +140,20 @@ def _text(data: bytes, filename: str) -> str:
     return text
 
 
+def _lines(text: str) -> list[str]:
+    # Only "\n" (and "\r\n") end a line. str.splitlines() also splits at "\x85",
+    # "\u2028" and friends, and one of those in urls.txt would silently shift
+    # every later image onto the next image's URL and labels.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def parse_urls(data: bytes) -> list[str | None]:
     """Line N (from 0) is image N; a blank line keeps the numbering but has no image."""
     urls: list[str | None] = []
-    for number, line in enumerate(_text(data, "urls.txt").splitlines(), start=1):
+    for number, line in enumerate(_lines(_text(data, "urls.txt")), start=1):
         url = line.strip()
         if not url:
             urls.append(None)
@@ -153,7 +166,7 @@ def parse_urls(data: bytes) -> list[str | None]:
 
 
 def _url_problem(url: str) -> str | None:
-    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+    if any(c.isspace() or unicodedata.category(c)[0] == "C" for c in url):
         return "URL contains spaces or control characters"
     try:
         parts = urlsplit(url)
@@ -170,12 +183,12 @@ def _url_problem(url: str) -> str | None:
 def parse_classes(data: bytes) -> dict[str, tuple[str, ...]]:
     """labels.metadata.en.txt: a header of categories and counts, then one section per category."""
     filename = "labels.metadata.en.txt"
-    lines = _text(data, filename).splitlines()
+    lines = _lines(_text(data, filename))
     if len(lines) < 2:
         raise MetadataError(filename, len(lines) + 1, "expected a header of categories and class counts")
     names = lines[0].split("\t")
     counts = lines[1].split("\t")
-    if len(names) != len(counts) or not all(c.strip().isdigit() for c in counts):
+    if len(names) != len(counts) or not all(NUMBER.fullmatch(c.strip()) for c in counts):
         raise MetadataError(filename, 2, "class counts do not match the categories")
     declared = {n.strip(): int(c) for n, c in zip(names, counts)}
     missing = [c for c in CATEGORIES if c not in declared]
@@ -194,7 +207,7 @@ def parse_classes(data: bytes) -> dict[str, tuple[str, ...]]:
             sections[current] = {}
             continue
         fields = line.strip("\t").split("\t")
-        if current is None or len(fields) != 2 or not fields[0].isdigit():
+        if current is None or len(fields) != 2 or not NUMBER.fullmatch(fields[0]):
             raise MetadataError(filename, number, "expected '<tab><label><tab><class name>'")
         label, name = int(fields[0]), fields[1].strip()
         if not CLASS_NAME.fullmatch(name) or name in (".", ".."):
@@ -204,14 +217,15 @@ def parse_classes(data: bytes) -> dict[str, tuple[str, ...]]:
     classes = {}
     for category in CATEGORIES:
         entries = sections.get(category, {})
-        if sorted(entries) != list(range(declared[category])):
+        if sorted(entries) != list(range(len(entries))) or len(entries) != declared[category]:
             raise MetadataError(
-                filename, None,
+                filename, 2,
                 f"category {category!r} declares {declared[category]} classes but lists labels {sorted(entries)}",
             )
         names_ = tuple(entries[i][0] for i in range(declared[category]))
-        if len(set(names_)) != len(names_):
-            raise MetadataError(filename, None, f"category {category!r} repeats a class name")
+        for i, name in enumerate(names_):
+            if name in names_[:i]:
+                raise MetadataError(filename, entries[i][1], f"category {category!r} repeats class name {name!r}")
         classes[category] = names_
     return classes
 
@@ -250,7 +264,7 @@ def parse_labels(data: bytes, classes: Mapping[str, Sequence[str]]) -> dict[int,
             values = []
             for category in CATEGORIES:
                 raw = row[column[category]].strip()
-                if not raw.isdigit() or int(raw) >= len(classes[category]):
+                if not NUMBER.fullmatch(raw) or int(raw) >= len(classes[category]):
                     raise MetadataError(
                         filename, number,
                         f"{category} {raw[:20]!r} is outside 0..{len(classes[category]) - 1} "

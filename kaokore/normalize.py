@@ -9,13 +9,17 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 SIZE = (256, 256)
 JPEG_QUALITY = 95
 # Far above any face crop a IIIF server renders, far below what exhausts memory.
 # Checked against the header before decoding, so a decompression bomb costs nothing.
 MAX_PIXELS = 64 * 1024 * 1024
+# What a IIIF server may send (jpg, png, gif, tif, webp, jp2). Anything else is
+# refused unopened: Pillow would hand an EPS body to Ghostscript, and exotic
+# decoders are attack surface a face crop does not need.
+FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "JPEG2000")
 
 
 class NotAnImage(ValueError):
@@ -37,7 +41,7 @@ class Normalized:
 
 def normalize(body: bytes) -> Normalized:
     try:
-        image = Image.open(io.BytesIO(body))
+        image = Image.open(io.BytesIO(body), formats=_formats())
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise ImageTooLarge(f"image declares {width}x{height} pixels")
@@ -48,13 +52,22 @@ def normalize(body: bytes) -> Normalized:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        # Pillow's own message only names the BytesIO object.
+        raise NotAnImage(f"body is not an image ({_describe(body)})") from None
+    except Exception as exc:  # noqa: BLE001 - decoders given crafted bytes also raise struct.error, IndexError...
         raise NotAnImage(f"body is not a decodable image ({_describe(body)}): {exc}") from None
 
     mode = image.mode
     if image.format == "JPEG" and image.size == SIZE and mode == "RGB":
         return Normalized(body, width, height, mode, converted=False)
     return Normalized(_to_rgb_jpeg(image), width, height, mode, converted=True)
+
+
+def _formats() -> list[str]:
+    # Image.open raises KeyError for a format this Pillow was built without (WebP, JPEG 2000).
+    Image.init()
+    return [f for f in FORMATS if f in Image.OPEN]
 
 
 def _to_rgb_jpeg(image: Image.Image) -> bytes:
