@@ -123,69 +123,66 @@ def _fetch_all(session, root: Path, todo, rows: dict[str, ManifestRow], summary:
     stop = threading.Event()
     results: queue.Queue = queue.Queue()
     progress = Progress(len(tasks), quiet=quiet, stream=stream)
-    journal = Journal(root)
-    workers_left = min(threads, len(tasks))
-    scheduler, _ = run_workers(session, tasks, threads=workers_left, per_host=per_host, options=options,
-                               policy=policy, layout=layout, stop=stop, results=results)
-    last_flush = time.monotonic()
-    deadline = None
+    collector = _Collector(rows, summary, Journal(root), progress, workers=min(threads, len(tasks)))
+    run_workers(session, tasks, threads=collector.workers, per_host=per_host, options=options, policy=policy,
+                layout=layout, stop=stop, results=results)
     try:
-        while workers_left:
+        while collector.workers:
             try:
-                timeout = 0.5 if deadline is None else max(deadline - time.monotonic(), 0)
-                result = results.get(timeout=timeout)
+                collector.take(results.get(timeout=0.5))
             except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
                 progress.tick()
-                continue
-            if result is None:
-                workers_left -= 1
-            elif isinstance(result, ManifestRow):
-                rows[result.image] = result
-                journal.append(result)
-                summary.downloaded += 1
-                summary.converted += bool(result.converted)
-                progress.advance(ok=True)
-            elif isinstance(result, Failure):
-                summary.failures.append(result)
-                progress.advance(ok=False)
-            elif isinstance(result, HostDown):
-                summary.hosts_unreachable.append(result.host)
-                progress.note(f"kaokore: {result.host}: {result.reason}; "
-                              f"its {result.not_attempted} remaining images were not attempted")
-            now = time.monotonic()
-            if now - last_flush >= JOURNAL_FLUSH:
-                journal.flush()
-                last_flush = now
     except KeyboardInterrupt:
         # No new requests from here; what is in flight gets STOP_GRACE to land, then is dropped.
         stop.set()
         summary.interrupted = True
         progress.note("kaokore: interrupted; saving state")
-        _drain(results, rows, summary, journal, time.monotonic() + STOP_GRACE)
+        deadline = time.monotonic() + STOP_GRACE
+        while collector.workers:
+            try:
+                collector.take(results.get(timeout=max(deadline - time.monotonic(), 0.01)))
+            except queue.Empty:
+                break
     finally:
         progress.close()
-        journal.close()
+        collector.journal.close()
     summary.failed = len(summary.failures)
-    attempted = summary.downloaded + summary.failed
-    summary.not_attempted = max(len(tasks) - attempted, 0)
+    summary.not_attempted = max(len(tasks) - summary.downloaded - summary.failed, 0)
 
 
-def _drain(results: queue.Queue, rows, summary: Summary, journal: Journal, deadline: float) -> None:
-    while True:
-        try:
-            result = results.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            return
-        if isinstance(result, ManifestRow):
-            rows[result.image] = result
-            journal.append(result)
-            summary.downloaded += 1
+class _Collector:
+    """Folds the workers' results into the summary, the manifest rows and the journal, on the main thread."""
+
+    def __init__(self, rows: dict[str, ManifestRow], summary: Summary, journal: Journal, progress: Progress,
+                 workers: int):
+        self.rows = rows
+        self.summary = summary
+        self.journal = journal
+        self.progress = progress
+        self.workers = workers  # still running; each sends None as it exits
+        self._last_flush = time.monotonic()
+
+    def take(self, result) -> None:
+        if result is None:
+            self.workers -= 1
+        elif isinstance(result, ManifestRow):
+            self.rows[result.image] = result
+            self.journal.append(result)
+            self.summary.downloaded += 1
+            self.summary.converted += bool(result.converted)
+            self.progress.advance(ok=True)
         elif isinstance(result, Failure):
-            summary.failures.append(result)
-        if time.monotonic() >= deadline:
-            return
+            self.summary.failures.append(result)
+            self.progress.advance(ok=False)
+        elif isinstance(result, HostDown):
+            self.summary.hosts_unreachable.append(result.host)
+            self.progress.note(f"kaokore: {result.host}: {result.reason}; "
+                               f"its {result.not_attempted} remaining images were not attempted")
+        now = time.monotonic()
+        if now - self._last_flush >= JOURNAL_FLUSH:
+            # Rows reach the disk about once a second: a crash loses at most that much source detail.
+            self.journal.flush()
+            self._last_flush = now
 
 
 def _check_numbers(*, threads: int, per_host: int, retries: int, timeout: float) -> None:

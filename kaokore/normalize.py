@@ -15,7 +15,7 @@ SIZE = (256, 256)
 JPEG_QUALITY = 95
 # Far above any face crop a IIIF server renders, far below what exhausts memory.
 # Checked against the header before decoding, so a decompression bomb costs nothing.
-MAX_PIXELS = 64 * 1024 * 1024
+MAX_PIXELS = 16 * 1024 * 1024  # 4096x4096: times 12 threads still fits a laptop's memory
 # What a IIIF server may send (jpg, png, gif, tif, webp, jp2). Anything else is
 # refused unopened: Pillow would hand an EPS body to Ghostscript, and exotic
 # decoders are attack surface a face crop does not need.

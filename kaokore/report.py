@@ -59,6 +59,8 @@ class Summary:
             parts.append(f"{self.not_attempted} not attempted")
         verdict = "interrupted" if self.interrupted else ("complete" if self.complete else "INCOMPLETE")
         text = f"kaokore {self.dataset_version}: {verdict}: {', '.join(parts)} in {self.seconds:.1f}s"
+        if self.hosts_unreachable:
+            text += f"; unreachable: {', '.join(self.hosts_unreachable)}"
         if self.failed:
             text += " (see failures.csv)"
         return text

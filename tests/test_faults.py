@@ -290,8 +290,10 @@ def test_a_dead_host_is_given_up_quickly_and_named_once(srv, tmp_path, capsys, r
     else:  # each failure is final, yet the breaker still spares the rest of the host
         assert len(unreachable) >= len(dead) - RetryPolicy().breaker_threshold
     host = host_key(srv.base_urls[2])
-    lines = [line for line in err.splitlines() if "unreachable" in line]
+    # One line as it happens (not one per image), and the final summary line names the host too.
+    lines = [line for line in err.splitlines() if "host unreachable" in line]
     assert len(lines) == 1 and host in lines[0]
+    assert f"unreachable: {host}" in err.strip().splitlines()[-1]
     assert "Traceback" not in err
 
 
@@ -315,7 +317,8 @@ def test_a_blackholed_host_ends_the_run_within_a_few_timeouts_and_the_next_run_t
         failed = failures(root)
         assert sorted(failed) == [f"{i:08d}.jpg" for i in behind_gate]
         assert all(r["error"].startswith("host unreachable") for r in failed.values())
-        assert len([line for line in err.getvalue().splitlines() if "unreachable" in line]) == 1
+        assert len([line for line in err.getvalue().splitlines() if "host unreachable" in line]) == 1
+        assert f"unreachable: {host_key(gate.base_url)}" in err.getvalue().strip().splitlines()[-1]
         assert gate.accepted < len(behind_gate)  # given up, not waited out image by image
         tried_before = gate.accepted
 
