@@ -24,7 +24,7 @@ from .plan import make_plan, select
 from .report import Progress, Summary
 from .session import TLS_HINT, HttpOptions, get_body, make_session
 from .store import (
-    Journal, ManifestRow, prepare_root, read_manifest, remove_temporaries, write_failures,
+    Journal, ManifestRow, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
 )
 from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
@@ -96,6 +96,7 @@ def download(
         old_rows = read_manifest(root)
         remove_temporaries(root, {f for l in LAYOUTS for f in all_folders(l, meta.classes)})
         plan = make_plan(root, meta, layout, selection, old_rows, force)
+        prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
 
         summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
                           already_present=plan.already_present, unavailable=plan.unavailable,
@@ -105,10 +106,11 @@ def download(
             _fetch_all(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
                        options=options, policy=policy, layout=layout, quiet=quiet, stream=stream)
         finally:
+            # Saved however the fetching ended: a rerun trusts the manifest to skip what is done.
             write_manifest(root, rows.values())
             write_failures(root, summary.failures)
-            summary.seconds = time.monotonic() - started
-            print(summary.line(), file=stream, flush=True)
+        summary.seconds = time.monotonic() - started
+        print(summary.line(), file=stream, flush=True)
     if summary.interrupted:
         raise Interrupted(summary)
     return summary

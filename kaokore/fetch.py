@@ -208,9 +208,6 @@ class HostScheduler:
         for task in left:
             self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
 
-    def unfinished(self) -> list[Task]:
-        with self._cond:
-            return [t for h in self.hosts.values() for t in [*h.pending, *(e[2] for e in h.delayed)]]
 
 
 @dataclass(frozen=True)
@@ -263,7 +260,6 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
             return Attempt(error=str(exc))
         return _transient(task, policy, str(exc), None)
 
-    task.path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(task.path, image.data)
     row = ManifestRow(
         image=task.item.name, path=task.rel_path, url=url, sha256=hashlib.sha256(image.data).hexdigest(),
@@ -332,7 +328,7 @@ def _reason(exc: BaseException) -> str:
 
 def run_workers(session: requests.Session, tasks: list[Task], *, threads: int, per_host: int,
                 options: HttpOptions, policy: RetryPolicy, layout: str, stop: threading.Event,
-                results: queue.Queue) -> tuple[HostScheduler, list[threading.Thread]]:
+                results: queue.Queue) -> None:
     """Start the workers; results (ManifestRow, Failure, HostDown) arrive on `results`,
     and a None per worker when it exits."""
     scheduler = HostScheduler(tasks, per_host, policy, stop, results.put)
@@ -353,7 +349,6 @@ def run_workers(session: requests.Session, tasks: list[Task], *, threads: int, p
     workers = [threading.Thread(target=work, name=f"kaokore-fetch-{i}", daemon=True) for i in range(threads)]
     for w in workers:
         w.start()
-    return scheduler, workers
 
 
 def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy) -> Task:

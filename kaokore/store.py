@@ -217,6 +217,16 @@ def prepare_root(root: Path) -> Path:
     return root
 
 
+def prepare_folders(root: Path, folders: Iterable[str]) -> None:
+    """Create the folders images are about to land in; one that cannot exist is DIR's problem, not each image's."""
+    for folder in sorted(set(folders)):
+        try:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise DirectoryError(f"cannot create {str(root / folder)!r}: {reason}") from None
+
+
 def write_state(root: Path, **state) -> None:
     atomic_write(root / STATE, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8"), durable=True)
 

@@ -215,3 +215,13 @@ def test_hostile_answers_fail_only_their_own_image(srv, tmp_path, monkeypatch):
         assert image_files(root)[f"{i:08d}.jpg"].read_bytes() == srv.expected_bytes(urls[i])
     assert snapshot(tmp_path, root) == before
     assert list(root.rglob("*.kaokore-tmp")) == []
+
+
+def test_an_image_folder_that_is_a_file_is_a_directory_error(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "train").write_text("I am a file where a folder should be")
+    code, _, err = run_cli(capsys, "download", "--dir", str(root), "--metadata-dir", str(synth.meta_dir), "--quiet")
+    assert code == EXIT_USAGE and "train" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert srv.request_log == []
