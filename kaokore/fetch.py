@@ -103,6 +103,9 @@ class _Host:
     last_connection_error: str = ""
     dead: str = ""  # why it was given up, or ""
 
+    def backlog_per_slot(self) -> float:
+        return (len(self.pending) + len(self.delayed)) / (self.in_flight + 1)
+
     def remaining(self) -> int:
         return len(self.pending) + len(self.delayed) + self.in_flight
 
@@ -151,8 +154,9 @@ class HostScheduler:
                 ready_at = host.delayed[0][0]
                 wake = ready_at if wake is None else min(wake, ready_at)
                 continue
-            # Longest queue first: the makespan is set by the host with the most work per slot.
-            if best is None or host.remaining() > best.remaining():
+            # Most work per slot first: the makespan is set by the host that would finish
+            # last, and a host's pace is its number of requests in flight.
+            if best is None or host.backlog_per_slot() > best.backlog_per_slot():
                 best = host
         if best is None:
             return None, wake
