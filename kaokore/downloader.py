@@ -10,6 +10,7 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -49,7 +50,7 @@ def download(
     *,
     threads: int = 12,
     per_host: int = 4,
-    retries: int = 5,
+    retries: int | None = None,
     timeout: float = 30.0,
     force: bool = False,
     ssl_unverified_context: bool = False,
@@ -64,18 +65,22 @@ def download(
 ) -> Summary:
     """Download (or complete, or re-check) the KaoKore dataset under `dir`.
 
+    The keyword arguments are the command line's options (`kaokore download --help`);
+    `splits` and `limit` select a subset, `stream` receives the human output
+    (default stderr), and `policy` tunes retries and the dead-host breaker.
+
     Returns a `Summary`; `summary.exit_status` is what the command line exits with.
     Raises `KaokoreError` for bad options, metadata or directory (nothing is
     fetched then), and `Interrupted` on Ctrl-C once the manifest is saved.
     """
     started = time.monotonic()
     stream = stream or sys.stderr
-    _check_numbers(threads=threads, per_host=per_host, retries=retries, timeout=timeout)
+    policy = policy or RetryPolicy()
+    if retries is not None:
+        policy = replace(policy, retries=retries)  # the plain argument is what a user reaches for first
+    _check_numbers(threads=threads, per_host=per_host, retries=policy.retries, timeout=timeout)
     check_layout(layout)
     version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)
-    policy = policy or RetryPolicy(retries=retries)
-    if policy.retries != retries:
-        raise UsageError("pass retries either directly or through policy, not both")
     options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
 
     root = Path(dir)

@@ -32,7 +32,7 @@ import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 from urllib.parse import unquote, urlsplit
@@ -62,7 +62,7 @@ _REGION_RE = re.compile(r"(-?\d+),(-?\d+),(-?\d+),(-?\d+)")
 _SIZE_RE = re.compile(r"(!)?(-?\d*),(-?\d*)")
 
 
-class Fault(StrEnum):
+class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
     S503 = "s503"
     S429 = "s429"
     S500 = "s500"
