@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS_DIR))  # the test server and the synthetic metadata live with the tests
+from synthetic import default_label, metadata_files, write_files  # noqa: E402
 
 # The issue's target configuration and targets (issue 6).
 TARGET_CONFIG = dict(hosts=3, server_time=0.100, rtt=0.050, capacity=4, per_host=4, threads=12)
@@ -56,14 +58,6 @@ TARGET_CPU_MS_PASS = 2.0
 TARGET_CPU_MS_CONVERTED = 10.0
 TARGET_RSS_MB = 150.0
 TARGET_RSS_IMAGES = 10_000
-
-# Same shapes as tests/conftest.py's make_synthetic (not imported: it needs pytest).
-CLASSES_EN = (
-    "gender\tstatus\n2\t4\n\ngender\n\t0\tmale\n\t1\tfemale\n\n"
-    "status\n\t0\tnoble\n\t1\twarrior\n\t2\tincarnation\n\t3\tcommoner\n"
-).encode()
-CLASSES_JA = "性別\t身分\n2\t4\n\n性別\n\t0\t男\n\t1\t女\n\n身分\n\t0\t貴族\n\t1\t武士\n\t2\t化身\n\t3\t庶民\n".encode()
-SPLIT_CYCLE = ("train", "train", "dev", "test")
 
 # IIIF size parameters: the server answers "256,256" with a 256x256 RGB JPEG,
 # which kaokore keeps byte for byte; "!200,200" gives 200x200, which it must
@@ -250,19 +244,8 @@ def url_requests(images: int, hosts: int, size: str, weights: tuple[int, ...] | 
 
 def write_metadata(folder: Path, urls: list[str]) -> dict[str, str]:
     """The five metadata files for `urls` (all labelled); returns their SHA-256s."""
-    labels = ["image,gender,status,set"] + [
-        f"{i:08d}.jpg,{i % 2},{i % 4},{SPLIT_CYCLE[i % 4]}" for i in range(len(urls))
-    ]
-    files = {
-        "urls.txt": ("\n".join(urls) + "\n").encode(),
-        "labels.csv": ("\n".join(labels) + "\n").encode(),
-        "labels.metadata.en.txt": CLASSES_EN,
-        "labels.metadata.ja.txt": CLASSES_JA,
-        "original_tags.txt": "".join(f"{i:08d}.jpg:性別=男\n" for i in range(len(urls))).encode(),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
+    files = metadata_files(urls, {i: default_label(i) for i in range(len(urls))})
+    write_files(folder, files)
     return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
 
 

@@ -17,15 +17,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from iiif_server import FakeIIIF  # noqa: E402
+from synthetic import default_label, metadata_files, write_files  # noqa: E402
 
 from kaokore.versions import METADATA_FILES, Version  # noqa: E402
 
-CLASSES_EN = (
-    "gender\tstatus\n2\t4\n\ngender\n\t0\tmale\n\t1\tfemale\n\n"
-    "status\n\t0\tnoble\n\t1\twarrior\n\t2\tincarnation\n\t3\tcommoner\n"
-).encode()
-CLASSES_JA = "性別\t身分\n2\t4\n\n性別\n\t0\t男\n\t1\t女\n\n身分\n\t0\t貴族\n\t1\t武士\n\t2\t化身\n\t3\t庶民\n".encode()
-SPLIT_CYCLE = ("train", "train", "dev", "test")
 
 
 @dataclass
@@ -66,21 +61,11 @@ def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, 
             urls[i] = url
             lines.append(url)
         if i not in unlabeled and i not in blank:
-            labels[i] = (SPLIT_CYCLE[i % 4], i % 2, i % 4)
-    label_lines = ["image,gender,status,set"] + [
-        f"{i:08d}.jpg,{g},{s},{split}" for i, (split, g, s) in sorted(labels.items(), key=lambda kv: (kv[1], kv[0]))
-    ]
-    files = {
-        "urls.txt": ("\n".join(lines) + "\n").encode(),
-        "labels.csv": ("\n".join(label_lines) + "\n").encode(),
-        "labels.metadata.en.txt": CLASSES_EN,
-        "labels.metadata.ja.txt": CLASSES_JA,
-        "original_tags.txt": "".join(f"{i:08d}.jpg:性別=男\n" for i in urls).encode(),
-    }
+            labels[i] = default_label(i)
+    files = metadata_files(lines, labels)
     meta_dir = root / "metadata"
-    meta_dir.mkdir(parents=True, exist_ok=True)
+    write_files(meta_dir, files)
     for name, data in files.items():
-        (meta_dir / name).write_bytes(data)
         srv.set_file(f"/meta/dataset/{name}", data)
     return Synthetic(files, urls, labels, meta_dir)
 

@@ -22,7 +22,8 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from conftest import CLASSES_EN, CLASSES_JA, SPLIT_CYCLE, image_files, jpeg_info, run_cli
+from conftest import image_files, jpeg_info, run_cli
+from synthetic import default_label, metadata_files, write_files
 
 from kaokore.errors import EXIT_OK
 
@@ -182,14 +183,8 @@ class Case:
 
 def write_metadata(folder: Path, urls: list[str | None]) -> dict[int, tuple[str, int, int]]:
     """The five metadata files, in upstream's shapes, for these URL lines (every image labelled)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = {i: (SPLIT_CYCLE[i % 4], i % 2, i % 4) for i, url in enumerate(urls) if url}
-    (folder / "urls.txt").write_text("".join(f"{u or ''}\n" for u in urls))
-    (folder / "labels.csv").write_text("image,gender,status,set\n" + "".join(
-        f"{i:08d}.jpg,{g},{s},{split}\n" for i, (split, g, s) in labels.items()))
-    (folder / "labels.metadata.en.txt").write_bytes(CLASSES_EN)
-    (folder / "labels.metadata.ja.txt").write_bytes(CLASSES_JA)
-    (folder / "original_tags.txt").write_text("".join(f"{i:08d}.jpg:性別=男\n" for i in labels), encoding="utf-8")
+    labels = {i: default_label(i) for i, url in enumerate(urls) if url}
+    write_files(folder, metadata_files(urls, labels))
     return labels
 
 

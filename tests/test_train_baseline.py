@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES_EN, make_synthetic
+from conftest import make_synthetic
+from synthetic import CLASSES_EN
 from iiif_server import FakeIIIF
 
 import kaokore
