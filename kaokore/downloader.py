@@ -10,6 +10,7 @@ import queue
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, TextIO
@@ -23,7 +24,7 @@ from .fetch import Failure, HostDown, RetryPolicy, make_task, run_workers
 from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
 from .plan import make_plan, select
 from .report import Progress, Summary
-from .session import TLS_HINT, HttpOptions, get_body, make_session
+from .session import TLS_HINT, HttpOptions, get_body, host_key, make_session
 from .store import (
     Journal, ManifestRow, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
@@ -129,7 +130,7 @@ def _fetch_all(session, root: Path, todo, rows: dict[str, ManifestRow], summary:
     tasks = [make_task(item, root, rel, policy) for item, rel in todo]
     stop = threading.Event()
     results: queue.Queue = queue.Queue()
-    progress = Progress(len(tasks), quiet=quiet, stream=stream)
+    progress = Progress(Counter(task.host for task in tasks), quiet=quiet, stream=stream)
     collector = _Collector(rows, summary, Journal(root), progress, workers=min(threads, len(tasks)))
     run_workers(session, tasks, threads=collector.workers, per_host=per_host, options=options, policy=policy,
                 layout=layout, stop=stop, results=results)
@@ -177,10 +178,10 @@ class _Collector:
             self.journal.append(result)
             self.summary.downloaded += 1
             self.summary.converted += bool(result.converted)
-            self.progress.advance(ok=True)
+            self.progress.advance(host_key(result.url), ok=True)
         elif isinstance(result, Failure):
             self.summary.failures.append(result)
-            self.progress.advance(ok=False)
+            self.progress.advance(host_key(result.url), ok=False)
         elif isinstance(result, HostDown):
             self.summary.hosts_unreachable.append(result.host)
             self.progress.note(f"kaokore: {result.host}: {result.reason}; "

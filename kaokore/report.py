@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TextIO
+from typing import Mapping, TextIO
 
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .fetch import Failure
@@ -67,12 +67,18 @@ class Summary:
 
 
 class Progress:
-    """A tqdm bar on a terminal; on anything else (CI logs) a plain line every few seconds."""
+    """A tqdm bar on a terminal; on anything else (CI logs) a plain line every few seconds.
 
-    def __init__(self, total: int, *, quiet: bool = False, stream: TextIO | None = None,
+    The ETA is per host: the run ends when its slowest host does, and an overall
+    rate would promise too much once the smaller hosts are done.
+    """
+
+    def __init__(self, per_host: Mapping[str, int], *, quiet: bool = False, stream: TextIO | None = None,
                  interval: float = PLAIN_INTERVAL):
         self._stream = stream or sys.stderr
-        self._total = total
+        self._left = dict(per_host)  # host -> images not yet finished
+        self._done_by_host = dict.fromkeys(per_host, 0)
+        self._total = sum(per_host.values())
         self._done = 0
         self._failed = 0
         self._quiet = quiet
@@ -80,22 +86,35 @@ class Progress:
         self._start = time.monotonic()
         self._last_line = self._start
         self._bar = None
-        if not quiet and total and _isatty(self._stream):
+        if not quiet and self._total and _isatty(self._stream):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="img", file=self._stream, dynamic_ncols=True,
-                             desc="kaokore", smoothing=0.05)
+            self._bar = tqdm(total=self._total, unit="img", file=self._stream, dynamic_ncols=True, desc="kaokore",
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
-    def advance(self, ok: bool) -> None:
+    def advance(self, host: str, ok: bool) -> None:
         self._done += 1
+        self._left[host] -= 1
+        self._done_by_host[host] += 1
         if not ok:
             self._failed += 1
         if self._bar is not None:
+            self._bar.set_postfix_str(f"ETA {self.eta()}, {self._failed} failed", refresh=False)
             self._bar.update(1)
-            if not ok:
-                self._bar.set_postfix(failed=self._failed, refresh=False)
         else:
             self.tick()
+
+    def eta(self) -> str:
+        elapsed = time.monotonic() - self._start
+        seconds = 0.0
+        for host, left in self._left.items():
+            if left <= 0:
+                continue
+            done = self._done_by_host[host]
+            if done == 0 or elapsed <= 0:
+                return "?"
+            seconds = max(seconds, left * elapsed / done)
+        return _duration(seconds)
 
     def tick(self) -> None:
         """Called often; prints a plain line only when the interval has passed."""
@@ -106,10 +125,8 @@ class Progress:
             self._last_line = now
             elapsed = now - self._start
             rate = self._done / elapsed if elapsed > 0 else 0.0
-            left = self._total - self._done
-            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
             print(f"kaokore: {self._done}/{self._total} images, {self._failed} failed, "
-                  f"{rate:.1f} img/s, ETA {eta}", file=self._stream, flush=True)
+                  f"{rate:.1f} img/s, ETA {self.eta()}", file=self._stream, flush=True)
 
     def note(self, message: str) -> None:
         """A line that must be seen even in quiet mode (warnings about the run itself)."""
@@ -122,6 +139,17 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _isatty(stream: TextIO) -> bool:

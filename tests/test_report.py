@@ -13,9 +13,9 @@ class FakeTerminal(io.StringIO):
 
 def test_plain_progress_lines_when_not_a_terminal():
     out = io.StringIO()
-    progress = Progress(10, stream=out, interval=0)
-    for ok in (True, True, False):
-        progress.advance(ok)
+    progress = Progress({"a": 6, "b": 4}, stream=out, interval=0)
+    for host, ok in (("a", True), ("b", True), ("a", False)):
+        progress.advance(host, ok)
     progress.close()
     lines = out.getvalue().splitlines()
     assert lines and all(line.startswith("kaokore: ") for line in lines)
@@ -25,25 +25,40 @@ def test_plain_progress_lines_when_not_a_terminal():
 
 def test_plain_progress_is_rate_limited():
     out = io.StringIO()
-    progress = Progress(1000, stream=out, interval=3600)
+    progress = Progress({"a": 1000}, stream=out, interval=3600)
     for _ in range(1000):
-        progress.advance(True)
+        progress.advance("a", True)
     assert out.getvalue() == ""
 
 
 def test_a_bar_on_a_terminal_and_nothing_when_quiet():
     term = FakeTerminal()
-    progress = Progress(5, stream=term)
+    progress = Progress({"a": 5}, stream=term)
     for _ in range(5):
-        progress.advance(True)
+        progress.advance("a", True)
     progress.close()
     assert "5/5" in term.getvalue() and "img" in term.getvalue()
 
     quiet = FakeTerminal()
-    progress = Progress(5, stream=quiet, quiet=True)
-    progress.advance(True)
+    progress = Progress({"a": 5}, stream=quiet, quiet=True)
+    progress.advance("a", True)
     progress.close()
     assert quiet.getvalue() == ""
+
+
+def test_eta_follows_the_slowest_host(monkeypatch):
+    """Two hosts at the same pace, one with 9 images left, one done: the run ends with the first."""
+    clock = [100.0]
+    monkeypatch.setattr("kaokore.report.time.monotonic", lambda: clock[0])
+    progress = Progress({"big": 10, "small": 1}, stream=io.StringIO(), interval=3600)
+    clock[0] = 110.0
+    progress.advance("big", True)
+    progress.advance("small", True)
+    # 1 image in 10 s on "big" with 9 to go: 90 s, although 2 of 11 done in 10 s would say 45 s.
+    assert progress.eta() == "1m30s"
+    fresh = Progress({"a": 3, "b": 3}, stream=io.StringIO())
+    fresh.advance("a", True)
+    assert fresh.eta() == "?"  # nothing yet from b: no honest estimate
 
 
 def test_summary_line_and_json():
