@@ -32,6 +32,8 @@ from .store import ManifestRow, atomic_write
 # non-200 status (400, 403, 404, 410, ...) will not change by asking again.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 HOST_UNREACHABLE = "host unreachable"
+# "Too many requests" and "unavailable" are about the host, so the whole host slows down.
+OVERLOAD_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class RetryPolicy:
     retry_after_cap: float = 60.0  # a server asking for an hour is not waited for
     bad_body_tries: int = 3  # a 200 that is not an image is retried, but not forever
     breaker_threshold: int = 8  # images in a row that could not reach a host mark it unreachable
+    host_pause_max: float = 10.0  # the longest a 429/503 stops all requests to its host
+    overload_threshold: int = 32  # 429/503 answers in a row with no image between: the host is given up
 
     def new_state(self) -> Retry:
         return Retry(
@@ -86,7 +90,8 @@ class Attempt:
     error: str = ""
     retry_in: float | None = None  # None with an error: final
     connection_failure: bool = False  # counts towards the dead-host breaker
-    host_pause: float = 0.0  # 429: the whole host asked us to slow down
+    host_pause: float = 0.0  # Retry-After on a 429 or 503: what the host asked of every request
+    overloaded: bool = False  # 429 or 503: the host, not this image, is the problem
     fatal_host_error: str = ""  # e.g. an untrusted certificate: every image of the host will fail alike
 
 
@@ -101,6 +106,7 @@ class _Host:
     # left and retry back to back with no other answer in between.
     unreachable_images: set = field(default_factory=set)
     last_connection_error: str = ""
+    overloads: int = 0  # 429/503 answers since the last image that arrived
     dead: str = ""  # why it was given up, or ""
 
     def backlog_per_slot(self) -> float:
@@ -179,8 +185,18 @@ class HostScheduler:
                 host.last_connection_error = attempt.error
             elif attempt.row is not None or attempt.error:
                 host.unreachable_images.clear()  # the host answered, whatever it said
-            if attempt.host_pause:
-                host.paused_until = max(host.paused_until, time.monotonic() + attempt.host_pause)
+            pause = attempt.host_pause
+            if attempt.overloaded:
+                # Without this, fresh images would keep every slot busy against a server that
+                # is saying it is overloaded: back off the host as a whole, doubling per answer.
+                host.overloads += 1
+                policy = self._policy
+                pause = max(pause, min(policy.backoff_factor * 2 ** min(host.overloads - 1, 16),
+                                       policy.host_pause_max))
+            elif attempt.row is not None:
+                host.overloads = 0
+            if pause:
+                host.paused_until = max(host.paused_until, time.monotonic() + pause)
 
             if attempt.row is not None:
                 self._emit(attempt.row)
@@ -194,6 +210,11 @@ class HostScheduler:
                 # blackholed host would then cost one full timeout per image.
                 reason = (f"{HOST_UNREACHABLE} ({len(host.unreachable_images)} images in a row could not "
                           f"reach it; last: {host.last_connection_error})")
+                self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
+                self._kill(task.host, host, reason)
+            elif attempt.overloaded and host.overloads >= self._policy.overload_threshold:
+                # A server in maintenance answers 503 for hours; the next run will ask again.
+                reason = f"host overloaded ({host.overloads} answers 429/503 in a row; last: {attempt.error})"
                 self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
                 self._kill(task.host, host, reason)
             elif attempt.retry_in is None:
@@ -282,14 +303,16 @@ def _transient(task: Task, policy: RetryPolicy, error: str, exc: Exception | Non
         return Attempt(error=error, connection_failure=connection_failure)
     delay = policy.backoff(task.state)
     pause = 0.0
+    overloaded = status in OVERLOAD_STATUSES
     if retry_after is not None:
         # A floor, not a replacement: "Retry-After: 0" from a failing server must
         # not turn the backoff into a tight loop.
         asked = min(max(retry_after, 0.0), policy.retry_after_cap)
         delay = max(delay, asked)
-        if status == 429:
+        if overloaded:
             pause = asked
-    return Attempt(error=error, retry_in=delay, connection_failure=connection_failure, host_pause=pause)
+    return Attempt(error=error, retry_in=delay, connection_failure=connection_failure, host_pause=pause,
+                   overloaded=overloaded)
 
 
 def _retry_after(state: Retry, response) -> float | None:

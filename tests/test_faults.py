@@ -332,3 +332,22 @@ def test_a_blackholed_host_ends_the_run_within_a_few_timeouts_and_the_next_run_t
         assert not (root / "failures.csv").exists()
     finally:
         gate.close()
+
+
+def test_an_overloaded_host_is_slowed_as_a_whole_then_given_up(srv, tmp_path):
+    """503s without Retry-After on every image of one host: the host is paused as a whole
+    (not just each image) and given up after a bounded number of answers, not after
+    every image has used up its own retries."""
+    synth = make_synthetic(srv, tmp_path, n=60, blank=(), unlabeled=())
+    overloaded = [url for i, url in synth.urls.items() if i % 3 == 0]
+    for url in overloaded:
+        srv.inject(url, Fault.S503)  # forever
+    policy = RetryPolicy(backoff_factor=0.01, host_pause_max=0.05, overload_threshold=6)
+    summary = kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True, policy=policy)
+    assert summary.exit_status == EXIT_INCOMPLETE
+    assert summary.downloaded == 40 and summary.failed == 20
+    assert summary.hosts_unreachable == [host_key(srv.base_urls[0])]
+    asked = sum(srv.requests(url) for url in overloaded)
+    # Without the host-level rule: 20 images x 6 attempts = 120 requests.
+    assert asked <= policy.overload_threshold + 4
+    assert all("host overloaded" in f.error for f in summary.failures)
