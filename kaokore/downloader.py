@@ -22,9 +22,9 @@ from ._version import __version__
 from .errors import DirectoryError, NetworkError, UsageError
 from .fetch import Failure, HostDown, RetryPolicy, make_task, run_workers
 from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
-from .plan import make_plan, select
+from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
-from .session import TLS_HINT, HttpOptions, get_body, host_key, make_session
+from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key, make_session
 from .store import (
     Journal, ManifestRow, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
@@ -32,6 +32,7 @@ from .store import (
 from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
 
 METADATA_URL_ENV = "KAOKORE_METADATA_URL"
+MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang
 STOP_GRACE = 2.0  # seconds Ctrl-C waits for in-flight images before saving and leaving
 JOURNAL_FLUSH = 1.0
 
@@ -81,6 +82,8 @@ def download(
         policy = replace(policy, retries=retries)  # the plain argument is what a user reaches for first
     _check_numbers(threads=threads, per_host=per_host, retries=policy.retries, timeout=timeout)
     check_layout(layout)
+    splits = list(splits) if splits is not None else None
+    check_selection(splits, limit)
     version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)
     options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
 
@@ -95,18 +98,19 @@ def download(
         meta = _load_metadata(root, version, session, options, metadata_dir, metadata_url)
         _refuse_other_version(root, version, meta)
         write_root_files(root, meta.files)
-        write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
-                    kaokore=__version__)
 
         selection = select(meta.items, splits, limit)
         old_rows = read_manifest(root)
         remove_temporaries(root, {f for l in LAYOUTS for f in all_folders(l, meta.classes)})
         plan = make_plan(root, meta, layout, selection, old_rows, force)
+        # Only now: the files are where this layout puts them, so the state may say so.
+        write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
+                    kaokore=__version__)
         prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
 
         summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
                           already_present=plan.already_present, unavailable=plan.unavailable,
-                          relocated=plan.relocated)
+                          relocated=plan.relocated, damaged=len(plan.damaged))
         rows = dict(plan.rows)
         try:
             _fetch_all(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
@@ -152,6 +156,7 @@ def _fetch_all(session, root: Path, todo, rows: dict[str, ManifestRow], summary:
             except queue.Empty:
                 break
     finally:
+        stop.set()  # whatever ended this loop, no worker may start another request
         progress.close()
         collector.journal.close()
     summary.failed = len(summary.failures)
@@ -200,8 +205,8 @@ def _check_numbers(*, threads: int, per_host: int, retries: int, timeout: float)
         raise UsageError("--per-host must be at least 1")
     if retries < 0:
         raise UsageError("--retries must be 0 or more")
-    if not timeout > 0:
-        raise UsageError("--timeout must be more than 0 seconds")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
 
 
 def _load_metadata(root: Path, version: Version, session, options: HttpOptions,
@@ -227,6 +232,8 @@ def _get_metadata_file(session, url: str, options: HttpOptions) -> bytes:
             response = get_body(session, url, options)
         except requests.exceptions.SSLError:
             raise NetworkError(f"cannot fetch {url}: TLS certificate not trusted ({TLS_HINT})") from None
+        except ResponseTooLarge as exc:
+            raise NetworkError(f"cannot fetch metadata {url}: {exc}") from None
         except (requests.exceptions.RequestException, OSError) as exc:
             error = str(exc).splitlines()[0][:200]
             continue

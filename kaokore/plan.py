@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .errors import UsageError
+from .errors import DirectoryError, UsageError
 from .layout import LAYOUTS, SPLITS, UNLABELED, all_folders, candidate_paths, image_path
 from .metadata import Item, Metadata
 from .normalize import is_normalized
@@ -28,23 +28,28 @@ class Plan:
     rows: dict[str, ManifestRow] = field(default_factory=dict)  # every good image on disk, selected or not
     already_present: int = 0  # of the selection
     relocated: int = 0
-    damaged: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # present but not the right bytes: deleted, fetched again
     unavailable: int = 0
     total: int = 0
 
 
+def check_selection(splits: Iterable[str] | None, limit: int | None) -> None:
+    """Usage errors in a selection, found before anything is fetched."""
+    unknown = set(splits or ()) - set(SPLIT_CHOICES)
+    if unknown:
+        raise UsageError(f"unknown split {sorted(unknown)[0]!r} (choose from {', '.join(SPLIT_CHOICES)})")
+    if limit is not None and limit < 0:
+        raise UsageError("--limit must be 0 or more")
+
+
 def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: int | None = None) -> list[Item]:
     """The images a run is about: all of them, or some splits, or the first `limit`."""
+    check_selection(splits, limit)
     chosen = list(items)
     if splits:
         wanted = set(splits)
-        unknown = wanted - set(SPLIT_CHOICES)
-        if unknown:
-            raise UsageError(f"unknown split {sorted(unknown)[0]!r} (choose from {', '.join(SPLIT_CHOICES)})")
         chosen = [i for i in chosen if (i.split or UNLABELED) in wanted]
     if limit is not None:
-        if limit < 0:
-            raise UsageError("--limit must be 0 or more")
         # The first `limit` images that can be fetched, and the unavailable ones among them.
         kept, fetchable = [], 0
         for item in chosen:
@@ -66,22 +71,25 @@ def make_plan(root: Path, metadata: Metadata, layout: str, selection: Sequence[I
     for item in metadata.downloadable:
         target = image_path(item, layout, classes)
         row = old_rows.get(item.name)
-        if row is not None and row.url != item.url:
-            row = None  # a row from other metadata describes another image
-        found = _locate(root, item, row, target, classes)
         is_selected = item.index in selected
-        if found is not None and found != target:
-            dest = root / target
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(root / found, dest)
-            plan.relocated += 1
-        if found is not None:
+        found = _locate(root, item, row, target, classes)
+        if found is not None and row is not None and row.url != item.url:
+            # The file is the image of another URL (the metadata changed): never keep it under this name.
+            _unlink(root / found)
+            plan.damaged.append(item.name)
+            found = None
+        elif found is not None:
+            if found != target:
+                _move(root, found, target)
+                plan.relocated += 1
             good = _check(root / target, item, row, target, layout)
-            if good is None:
-                plan.damaged.append(item.name)
-                _unlink(root / target)
-            else:
+            if good is not None:
                 plan.rows[item.name] = good
+            elif is_selected:
+                # Deleted before the refetch, so a failed refetch leaves it absent, never damaged.
+                _unlink(root / target)
+                plan.damaged.append(item.name)
+            # A damaged image outside the selection is left for `verify` to report.
         if not is_selected:
             continue
         if item.name in plan.rows and not force:
@@ -94,10 +102,13 @@ def make_plan(root: Path, metadata: Metadata, layout: str, selection: Sequence[I
 
 
 def _locate(root: Path, item: Item, row: ManifestRow | None, target: str, classes) -> str | None:
-    if row is not None and (root / row.path).is_file():
+    candidates = candidate_paths(item, classes)
+    # The manifest is a file in the user's folder: its path is trusted only where a layout could
+    # put the image, or a crafted row would have us move and delete files outside DIR.
+    if row is not None and row.path in candidates and (root / row.path).is_file():
         return row.path
     # The target first: after an interrupted layout switch, both places may hold the image.
-    for candidate in [target, *(p for p in candidate_paths(item, classes) if p != target)]:
+    for candidate in [target, *(p for p in candidates if p != target)]:
         if (root / candidate).is_file():
             return candidate
     return None
@@ -121,6 +132,14 @@ def _check(path: Path, item: Item, row: ManifestRow | None, rel: str, layout: st
         return None
     return ManifestRow(item.name, rel, item.url, hashlib.sha256(data).hexdigest(), len(data),
                        None, None, "", None, layout)
+
+
+def _move(root: Path, found: str, target: str) -> None:
+    try:
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root / found, root / target)
+    except OSError as exc:
+        raise DirectoryError(f"cannot move {found} to {target} under {str(root)!r}: {exc.strerror or exc}") from None
 
 
 def _unlink(path: Path) -> None:

@@ -26,6 +26,7 @@ class Summary:
     unavailable: int = 0  # labelled images whose URL line is blank upstream: nothing to fetch
     not_attempted: int = 0  # left when the run was interrupted
     relocated: int = 0  # moved from another layout without the network
+    damaged: int = 0  # found on disk but not matching the manifest: deleted and fetched again
     converted: int = 0  # of `downloaded`, how many were re-encoded
     seconds: float = 0.0
     hosts_unreachable: list[str] = field(default_factory=list)
@@ -53,6 +54,8 @@ class Summary:
         parts = [f"{self.downloaded} new", f"{self.already_present} already present", f"{self.failed} failed"]
         if self.unavailable:
             parts.append(f"{self.unavailable} unavailable upstream")
+        if self.damaged:
+            parts.append(f"{self.damaged} damaged on disk (fetched again)")
         if self.relocated:
             parts.append(f"{self.relocated} moved to the {self.layout} layout")
         if self.not_attempted:

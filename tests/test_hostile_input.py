@@ -225,3 +225,10 @@ def test_an_image_folder_that_is_a_file_is_a_directory_error(srv, synth, tmp_pat
     assert code == EXIT_USAGE and "train" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert srv.request_log == []
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "0", "-1", "1e9"])
+def test_a_timeout_that_would_hang_or_fail_everything_is_refused(synth, tmp_path, capsys, timeout):
+    code, _, err = run_cli(capsys, "download", "--dir", str(tmp_path / "d"), "--metadata-dir", str(synth.meta_dir),
+                           "--timeout", timeout)
+    assert code == EXIT_USAGE and "--timeout" in err and len(err.strip().splitlines()) == 1

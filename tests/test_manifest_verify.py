@@ -165,3 +165,44 @@ def test_a_foreign_file_under_a_final_name_is_replaced_not_trusted(srv, synth, t
     kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
     assert len(srv.request_log) == 1
     assert jpeg_info(tree / rows[name]["path"]) == ("JPEG", (256, 256), "RGB")
+
+
+def test_a_crafted_manifest_path_cannot_touch_files_outside_dir(srv, synth, tree):
+    victim = tree.parent / "victim.txt"
+    victim.write_text("precious")
+    text = (tree / "manifest.csv").read_text()
+    row = manifest(tree)[sorted(manifest(tree))[0]]
+    (tree / "manifest.csv").write_text(text.replace(row["path"], "../victim.txt"))
+    kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert victim.read_text() == "precious"
+
+
+def test_an_image_whose_url_changed_is_fetched_again(srv, synth, tree):
+    """Same name, new URL in the metadata: the old bytes are another image and must not be kept."""
+    index = sorted(synth.urls)[0]
+    old_url = synth.urls[index]
+    new_url = srv.url(1, "book1/another.tif", region="5,5,300,300")
+    synth.rewrite("urls.txt", synth.files["urls.txt"].replace(old_url.encode(), new_url.encode()))
+    srv.reset_stats()
+    summary = kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert srv.requests(new_url) == 1 and len(srv.request_log) == 1
+    assert summary.damaged == 1 and "1 damaged" in summary.line()
+    row = manifest(tree)[synth.name(index)]
+    assert row["url"] == new_url
+    assert (tree / row["path"]).read_bytes() == srv.expected_bytes(new_url)
+
+
+def test_a_failed_layout_switch_leaves_the_state_naming_the_layout_on_disk(srv, synth, tree, capsys):
+    code, _, _ = run_cli(capsys, "download", "--dir", str(tree), "--metadata-dir", str(synth.meta_dir),
+                         "--layout", "flat", "--limit", "-1")
+    assert code == EXIT_USAGE
+    assert json.loads((tree / "kaokore.json").read_text())["layout"] == "split"
+    assert run_cli(capsys, "verify", "--dir", str(tree))[0] == EXIT_OK
+
+
+def test_damage_is_reported_in_the_summary(srv, synth, tree):
+    rows = manifest(tree)
+    name = sorted(rows)[3]
+    (tree / rows[name]["path"]).write_bytes(b"not the image")
+    summary = kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert summary.damaged == 1 and summary.downloaded == 1 and summary.to_json()["damaged"] == 1
