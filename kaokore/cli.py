@@ -89,6 +89,10 @@ def run_download(kwargs: dict, as_json: bool) -> int:
         summary = download(**kwargs)
     except Interrupted as exc:
         summary = exc.summary
+    except KaokoreError as exc:
+        if as_json:  # a CI script parsing stdout gets an answer, not an empty string
+            print(json.dumps({"error": str(exc), "exit_status": exc.exit_status}), flush=True)
+        raise
     if as_json:
         print(json.dumps(summary.to_json(), indent=2), flush=True)
     return summary.exit_status
@@ -143,6 +147,10 @@ def safe_main(run) -> int:
         # Point stdout at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # The disk or the folder failed under us (full, read-only, removed): one line, not a traceback.
+        print(f"kaokore: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -26,7 +26,7 @@ from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key, make_session
 from .store import (
-    Journal, ManifestRow, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
+    Journal, ManifestRow, StoreError, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
 )
 from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
@@ -187,6 +187,8 @@ class _Collector:
         elif isinstance(result, Failure):
             self.summary.failures.append(result)
             self.progress.advance(host_key(result.url), ok=False)
+        elif isinstance(result, StoreError):
+            raise result
         elif isinstance(result, HostDown):
             self.summary.hosts_unreachable.append(result.host)
             self.progress.note(f"kaokore: {result.host}: {result.reason}; "

@@ -26,7 +26,7 @@ from urllib3.util import Retry
 from .metadata import Item
 from .normalize import ImageTooLarge, NotAnImage, normalize
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key
-from .store import ManifestRow, atomic_write
+from .store import ManifestRow, StoreError, atomic_write
 
 # Statuses worth another try: the server is busy or briefly broken. Any other
 # non-200 status (400, 403, 404, 410, ...) will not change by asking again.
@@ -285,7 +285,11 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
             return Attempt(error=str(exc))
         return _transient(task, policy, str(exc), None)
 
-    atomic_write(task.path, image.data)
+    try:
+        atomic_write(task.path, image.data)
+    except OSError as exc:
+        # Disk full, read-only, permissions: every other image would fail alike after being fetched.
+        raise StoreError(f"cannot write {task.path}: {exc.strerror or exc}") from None
     row = ManifestRow(
         image=task.item.name, path=task.rel_path, url=url, sha256=hashlib.sha256(image.data).hexdigest(),
         bytes=len(image.data), source_width=image.source_width, source_height=image.source_height,
@@ -365,6 +369,10 @@ def run_workers(session: requests.Session, tasks: list[Task], *, threads: int, p
             while (task := scheduler.acquire()) is not None:
                 try:
                     outcome = attempt(session, task, options, policy, layout)
+                except StoreError as exc:
+                    stop.set()
+                    results.put(exc)  # the main thread stops the run with it
+                    return
                 except Exception as exc:  # noqa: BLE001 - one image's surprise must not kill the run
                     outcome = Attempt(error=f"internal error: {type(exc).__name__}: {exc}")
                 scheduler.finish(task, outcome)

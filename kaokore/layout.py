@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 from .errors import UsageError
-from .metadata import Item
+from .metadata import SPLIT_NAMES, Item
 
 LAYOUTS = ("split", "flat", "gender", "status")
 DEFAULT_LAYOUT = "split"
-SPLITS = ("train", "dev", "test")
+SPLITS = SPLIT_NAMES
 UNLABELED = "unlabeled"
 FLAT_FOLDER = "images_256"  # upstream's folder name, which existing loaders read
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
 from .errors import EXIT_OK, DirectoryError, UsageError
-from .info import Tree, open_tree, plural
+from .info import plural
+from .tree import Tree, open_tree
 from .layout import SPLITS, UNLABELED
 from .store import atomic_write
 
@@ -336,8 +337,9 @@ def resolve_by(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     by = resolve_by(args)
-    plan = plan_sheet(args.dir, by, split=args.split, per_class=args.per_class or DEFAULT_PER_CLASS,
-                      rows=args.rows or DEFAULT_ROWS, cols=args.cols or DEFAULT_COLS, tile=args.tile,
+    plan = plan_sheet(args.dir, by, split=args.split, per_class=DEFAULT_PER_CLASS if args.per_class is None else args.per_class,
+                      rows=DEFAULT_ROWS if args.rows is None else args.rows,
+                      cols=DEFAULT_COLS if args.cols is None else args.cols, tile=args.tile,
                       seed=args.seed)
     unreadable: list[str] = []
     out = save_png(render(plan, names=args.names, unreadable=unreadable), plan, args.out)

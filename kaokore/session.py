@@ -113,7 +113,7 @@ def get_body(session: requests.Session, url: str, options: HttpOptions) -> Respo
     deadline = time.monotonic() + 4 * options.timeout
     with session.get(url, timeout=options.timeout, verify=options.verify, stream=True) as r:
         announced = r.headers.get("Content-Length")
-        if announced and announced.isdigit() and int(announced) > options.max_bytes:
+        if announced and announced.isascii() and announced.isdigit() and int(announced) > options.max_bytes:
             raise ResponseTooLarge(f"response of {int(announced)} bytes exceeds the {options.max_bytes}-byte cap")
         chunks = []
         size = 0

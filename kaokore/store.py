@@ -11,6 +11,7 @@ import json
 import hashlib
 import io
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -18,13 +19,20 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import DirectoryError
+from .layout import LAYOUTS
+from .metadata import IMAGE_NAME
 
 TMP_SUFFIX = ".kaokore-tmp"
 MANIFEST = "manifest.csv"
 JOURNAL = "manifest.journal.csv"  # rows of the run in progress; folded into the manifest at its end
 FAILURES = "failures.csv"
 CONTENT_PROVIDERS = "CONTENT_PROVIDERS.txt"
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 STATE = "kaokore.json"  # which version and layout DIR holds, and whether its metadata was pinned
+
+
+class StoreError(DirectoryError):
+    """An image could not be written under DIR (disk full, read-only, permissions): the run stops."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +85,19 @@ def read_rows(path: Path) -> dict[str, ManifestRow]:
             for record in csv.DictReader(f):
                 try:
                     row = _row_from_csv(record)
-                except (KeyError, ValueError, TypeError):
+                except (KeyError, ValueError, TypeError, AttributeError):
                     continue
-                rows[row.image] = row
+                if _plausible(row):
+                    rows[row.image] = row
     except (OSError, UnicodeDecodeError, csv.Error):
         return {}
     return rows
+
+
+def _plausible(row: ManifestRow) -> bool:
+    """A row kaokore could have written; anything else (a torn line, a hand edit) is rebuilt from disk."""
+    return (IMAGE_NAME.fullmatch(row.image) is not None and SHA256_HEX.fullmatch(row.sha256) is not None
+            and row.bytes >= 0 and row.layout in LAYOUTS)
 
 
 def read_manifest(root: Path) -> dict[str, ManifestRow]:
@@ -109,8 +124,19 @@ class Journal:
     """Append-only rows of the current run, so a crash loses no source details."""
 
     def __init__(self, root: Path):
-        exists = (root / JOURNAL).exists()
-        self._file = open(root / JOURNAL, "a", newline="", encoding="utf-8")
+        path = root / JOURNAL
+        try:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"  # a crash mid-line: start ours on a fresh one
+            exists = True
+        except FileNotFoundError:
+            exists = torn = False
+        except OSError:  # empty file
+            exists, torn = True, False
+        self._file = open(path, "a", newline="", encoding="utf-8")
+        if torn:
+            self._file.write("\n")
         self._writer = csv.writer(self._file, lineterminator="\n")
         if not exists:
             self._writer.writerow(MANIFEST_COLUMNS)
@@ -236,4 +262,8 @@ def read_state(root: Path) -> dict:
         state = json.loads((root / STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return state if isinstance(state, dict) else {}
+    if not isinstance(state, dict):
+        return {}
+    # A hand-edited or foreign file must not crash verify/info: keep only values of the expected type.
+    expected = {"dataset_version": str, "layout": str, "metadata_pinned": bool, "kaokore": str}
+    return {k: v for k, v in state.items() if isinstance(v, expected.get(k, object))}

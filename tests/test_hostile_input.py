@@ -7,6 +7,7 @@ request is a failure of that image only.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -232,3 +233,30 @@ def test_a_timeout_that_would_hang_or_fail_everything_is_refused(synth, tmp_path
     code, _, err = run_cli(capsys, "download", "--dir", str(tmp_path / "d"), "--metadata-dir", str(synth.meta_dir),
                            "--timeout", timeout)
     assert code == EXIT_USAGE and "--timeout" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_stops_the_run_with_one_line_instead_of_failing_every_image(srv, tmp_path, capsys, monkeypatch):
+    import errno
+
+    synth = make_synthetic(srv, tmp_path, n=200, blank=(), unlabeled=())
+    written = []
+
+    def disk_fills_up(path, data, durable=False):
+        if len(written) >= 5 and path.suffix == ".jpg":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        real_atomic_write(path, data, durable)
+
+    import kaokore.fetch
+
+    real_atomic_write = kaokore.fetch.atomic_write
+    monkeypatch.setattr(kaokore.fetch, "atomic_write", disk_fills_up)
+    code, out, err = run_cli(capsys, "download", "--dir", str(tmp_path / "d"), "--metadata-dir",
+                             str(synth.meta_dir), "--quiet", "--json")
+    assert code == EXIT_USAGE
+    assert "No space left on device" in err and "Traceback" not in err
+    assert json.loads(out)["exit_status"] == EXIT_USAGE
+    assert len(srv.request_log) < 100  # stopped, not every image fetched and thrown away
+    # What did land is in the manifest, so a rerun after freeing space skips it.
+    rows = list(csv.DictReader(open(tmp_path / "d" / "manifest.csv")))
+    assert len(rows) == 5

@@ -206,3 +206,28 @@ def test_damage_is_reported_in_the_summary(srv, synth, tree):
     (tree / rows[name]["path"]).write_bytes(b"not the image")
     summary = kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
     assert summary.damaged == 1 and summary.downloaded == 1 and summary.to_json()["damaged"] == 1
+
+
+def test_a_torn_journal_line_does_not_swallow_the_next_row(tmp_path):
+    from kaokore.store import Journal, ManifestRow, read_rows
+
+    row = ManifestRow("00000001.jpg", "train/00000001.jpg", "http://h/1", "a" * 64, 10, 256, 256, "RGB", False, "split")
+    journal = Journal(tmp_path)
+    journal.append(row)
+    journal.close()
+    with open(tmp_path / "manifest.journal.csv", "a") as f:
+        f.write("00000002.jpg,train/000")  # killed mid-line
+    journal = Journal(tmp_path)
+    journal.append(row.__class__(**{**row.__dict__, "image": "00000003.jpg", "path": "train/00000003.jpg"}))
+    journal.close()
+    assert sorted(read_rows(tmp_path / "manifest.journal.csv")) == ["00000001.jpg", "00000003.jpg"]
+
+
+def test_hand_edited_state_and_manifest_do_not_crash_verify(synth, tree, capsys):
+    (tree / "kaokore.json").write_text('{"dataset_version": ["1.0"], "layout": 3, "metadata_pinned": false}')
+    text = (tree / "manifest.csv").read_text().replace(",split\n", ",bogus\n", 1)
+    (tree / "manifest.csv").write_text(text)
+    code, out, err = run_cli(capsys, "verify", "--dir", str(tree))
+    assert "Traceback" not in err
+    assert code == EXIT_INCOMPLETE
+    assert "unlisted" in out  # the bogus row was dropped, and its image is reported
