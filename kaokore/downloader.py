@@ -139,26 +139,28 @@ def _fetch_all(session, root: Path, todo, rows: dict[str, ManifestRow], summary:
     run_workers(session, tasks, threads=collector.workers, per_host=per_host, options=options, policy=policy,
                 layout=layout, stop=stop, results=results)
     try:
-        while collector.workers:
+        while collector.workers and collector.fatal is None:
             try:
                 collector.take(results.get(timeout=0.5))
             except queue.Empty:
                 progress.tick()
     except KeyboardInterrupt:
-        # No new requests from here; what is in flight gets STOP_GRACE to land, then is dropped.
-        stop.set()
         summary.interrupted = True
         progress.note("kaokore: interrupted; saving state")
+    finally:
+        # No new requests from here; what is in flight gets STOP_GRACE to land in the
+        # manifest, then is dropped (a rerun adopts any file that landed after that).
+        stop.set()
         deadline = time.monotonic() + STOP_GRACE
-        while collector.workers:
+        while collector.workers and (summary.interrupted or collector.fatal is not None):
             try:
                 collector.take(results.get(timeout=max(deadline - time.monotonic(), 0.01)))
             except queue.Empty:
                 break
-    finally:
-        stop.set()  # whatever ended this loop, no worker may start another request
         progress.close()
         collector.journal.close()
+    if collector.fatal is not None:
+        raise collector.fatal
     summary.failed = len(summary.failures)
     summary.not_attempted = max(len(tasks) - summary.downloaded - summary.failed, 0)
 
@@ -173,6 +175,7 @@ class _Collector:
         self.journal = journal
         self.progress = progress
         self.workers = workers  # still running; each sends None as it exits
+        self.fatal: StoreError | None = None  # DIR cannot take more images: the run must stop
         self._last_flush = time.monotonic()
 
     def take(self, result) -> None:
@@ -188,7 +191,7 @@ class _Collector:
             self.summary.failures.append(result)
             self.progress.advance(host_key(result.url), ok=False)
         elif isinstance(result, StoreError):
-            raise result
+            self.fatal = self.fatal or result
         elif isinstance(result, HostDown):
             self.summary.hosts_unreachable.append(result.host)
             self.progress.note(f"kaokore: {result.host}: {result.reason}; "

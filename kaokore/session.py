@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
 
@@ -117,7 +118,7 @@ def get_body(session: requests.Session, url: str, options: HttpOptions) -> Respo
             raise ResponseTooLarge(f"response of {int(announced)} bytes exceeds the {options.max_bytes}-byte cap")
         chunks = []
         size = 0
-        for chunk in r.iter_content(CHUNK):
+        for chunk in _arriving(r):
             size += len(chunk)
             if size > options.max_bytes:
                 raise ResponseTooLarge(f"response exceeds the {options.max_bytes}-byte cap")
@@ -125,6 +126,25 @@ def get_body(session: requests.Session, url: str, options: HttpOptions) -> Respo
                 raise SlowResponse(f"body still arriving after {4 * options.timeout:g}s")
             chunks.append(chunk)
         return Response(r.status_code, r.headers, b"".join(chunks), r.url)
+
+
+def _arriving(r: requests.Response):
+    """The body in pieces as they arrive, so the deadline is checked while a slow server trickles.
+
+    requests' iter_content waits for a whole chunk (or the end), and a face crop is smaller than
+    any useful chunk: a server sending a byte every few seconds would hold a host slot for days.
+    """
+    read1 = getattr(r.raw, "read1", None)  # urllib3 >= 2
+    if read1 is None:
+        yield from r.iter_content(CHUNK)
+        return
+    try:
+        while chunk := read1(CHUNK, decode_content=True):
+            yield chunk
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(exc) from exc
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
 
 
 def host_key(url: str) -> str:

@@ -351,3 +351,37 @@ def test_an_overloaded_host_is_slowed_as_a_whole_then_given_up(srv, tmp_path):
     # Without the host-level rule: 20 images x 6 attempts = 120 requests.
     assert asked <= policy.overload_threshold + 4
     assert all("host overloaded" in f.error for f in summary.failures)
+
+
+def test_a_body_trickling_in_is_cut_off_at_four_timeouts(tmp_path):
+    """Each byte arrives within --timeout, so no read times out; the whole-body deadline must."""
+    from kaokore.session import HttpOptions, SlowResponse, get_body, make_session
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n")
+            for _ in range(100):
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    options = HttpOptions(timeout=0.3)
+    started = time.monotonic()
+    try:
+        with make_session(options, per_host=1) as session, pytest.raises(SlowResponse):
+            get_body(session, f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg", options)
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+    assert time.monotonic() - started < 4 * 0.3 + 1.0  # not the 10 s the trickle would take
