@@ -20,13 +20,13 @@ import requests
 from . import metadata as md
 from ._version import __version__
 from .errors import DirectoryError, NetworkError, UsageError
-from .fetch import Failure, HostDown, RetryPolicy, make_task, run_workers
+from .fetch import RETRY_STATUSES, Failure, HostDown, RetryPolicy, make_task, run_workers
 from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
 from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key, make_session
 from .store import (
-    Journal, ManifestRow, StoreError, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
+    Journal, ManifestRow, StoreError, exclusive, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
 )
 from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
@@ -94,7 +94,7 @@ def download(
     prepare_root(root)
     if ssl_unverified_context:
         print("kaokore: warning: --ssl_unverified_context: TLS certificates are NOT checked", file=stream)
-    with make_session(options, per_host) as session:
+    with exclusive(root), make_session(options, per_host) as session:
         meta = _load_metadata(root, version, session, options, metadata_dir, metadata_url)
         _refuse_other_version(root, version, meta)
         write_root_files(root, meta.files)
@@ -245,7 +245,7 @@ def _get_metadata_file(session, url: str, options: HttpOptions) -> bytes:
         if response.status == 200:
             return response.body
         error = f"HTTP {response.status}"
-        if response.status not in (408, 429, 500, 502, 503, 504):
+        if response.status not in RETRY_STATUSES:
             break
     raise NetworkError(f"cannot fetch metadata {url}: {error} (use --metadata-dir DIR to read local copies)")
 

@@ -7,7 +7,6 @@ per-host limit is enforced here, at the only place requests are started.
 """
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import queue
@@ -23,7 +22,7 @@ import requests
 from urllib3.exceptions import InvalidHeader, MaxRetryError, NewConnectionError
 from urllib3.util import Retry
 
-from .metadata import Item
+from .metadata import Item, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key
 from .store import ManifestRow, StoreError, atomic_write
@@ -291,7 +290,7 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
         # Disk full, read-only, permissions: every other image would fail alike after being fetched.
         raise StoreError(f"cannot write {task.path}: {exc.strerror or exc}") from None
     row = ManifestRow(
-        image=task.item.name, path=task.rel_path, url=url, sha256=hashlib.sha256(image.data).hexdigest(),
+        image=task.item.name, path=task.rel_path, url=url, sha256=sha256(image.data),
         bytes=len(image.data), source_width=image.source_width, source_height=image.source_height,
         source_mode=image.source_mode, converted=image.converted, layout=layout,
     )

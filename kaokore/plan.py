@@ -7,7 +7,6 @@ never sits damaged under a final name.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .errors import DirectoryError, UsageError
 from .layout import LAYOUTS, SPLITS, UNLABELED, all_folders, candidate_paths, image_path
-from .metadata import Item, Metadata
+from .metadata import Item, Metadata, sha256
 from .normalize import is_normalized
 from .store import ManifestRow, file_sha256
 
@@ -130,7 +129,7 @@ def _check(path: Path, item: Item, row: ManifestRow | None, rel: str, layout: st
         return None
     if not is_normalized(data):
         return None
-    return ManifestRow(item.name, rel, item.url, hashlib.sha256(data).hexdigest(), len(data),
+    return ManifestRow(item.name, rel, item.url, sha256(data), len(data),
                        None, None, "", None, layout)
 
 

@@ -13,10 +13,11 @@ import io
 import os
 import re
 import secrets
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from .errors import DirectoryError
 from .layout import LAYOUTS
@@ -28,6 +29,7 @@ JOURNAL = "manifest.journal.csv"  # rows of the run in progress; folded into the
 FAILURES = "failures.csv"
 CONTENT_PROVIDERS = "CONTENT_PROVIDERS.txt"
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+LOCK = ".kaokore.lock"
 STATE = "kaokore.json"  # which version and layout DIR holds, and whether its metadata was pinned
 
 
@@ -241,6 +243,36 @@ def prepare_root(root: Path) -> Path:
         reason = exc.strerror or str(exc)
         raise DirectoryError(f"cannot use {str(root)!r} as the dataset directory: {reason}") from None
     return root
+
+
+@contextmanager
+def exclusive(root: Path) -> Iterator[None]:
+    """Hold DIR for one run: two runs (say, CI jobs sharing a cache) would double the load on each
+    server and sweep each other's temporary files. The OS drops the lock if the process dies."""
+    handle = open(root / LOCK, "a+b")
+    try:
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DirectoryError(f"another kaokore download is using {str(root)!r}; "
+                                 "wait for it to finish or pass another --dir") from None
+        try:
+            yield
+        finally:
+            # Removed while still held, so DIR keeps no trace of the run's bookkeeping.
+            try:
+                os.unlink(root / LOCK)
+            except OSError:
+                pass
+    finally:
+        handle.close()
 
 
 def prepare_folders(root: Path, folders: Iterable[str]) -> None:

@@ -231,3 +231,14 @@ def test_hand_edited_state_and_manifest_do_not_crash_verify(synth, tree, capsys)
     assert "Traceback" not in err
     assert code == EXIT_INCOMPLETE
     assert "unlisted" in out  # the bogus row was dropped, and its image is reported
+
+
+def test_a_second_run_on_the_same_dir_is_refused_while_the_first_holds_it(srv, synth, tree, capsys):
+    from kaokore.store import exclusive
+
+    with exclusive(tree):
+        srv.reset_stats()
+        code, _, err = run_cli(capsys, "download", "--dir", str(tree), "--metadata-dir", str(synth.meta_dir))
+        assert code == EXIT_USAGE and "another kaokore download" in err
+        assert srv.request_log == []
+    assert run_cli(capsys, "download", "--dir", str(tree), "--metadata-dir", str(synth.meta_dir), "--quiet")[0] == 0
