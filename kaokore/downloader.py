@@ -26,7 +26,7 @@ from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key, make_session
 from .store import (
-    Journal, ManifestRow, StoreError, exclusive, prepare_folders, prepare_root, read_manifest, remove_temporaries, write_failures,
+    Journal, ManifestRow, StoreError, exclusive, prepare_folders, read_failures, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
 )
 from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
@@ -118,7 +118,7 @@ def download(
         finally:
             # Saved however the fetching ended: a rerun trusts the manifest to skip what is done.
             write_manifest(root, rows.values())
-            write_failures(root, summary.failures)
+            write_failures(root, [*summary.failures, *_earlier_failures(root, selection, rows)])
         summary.seconds = time.monotonic() - started
         print(summary.line(), file=stream, flush=True)
     if summary.interrupted:
@@ -201,6 +201,18 @@ class _Collector:
             # Rows reach the disk about once a second: a crash loses at most that much source detail.
             self.journal.flush()
             self._last_flush = now
+
+
+def _earlier_failures(root: Path, selection, rows) -> list[Failure]:
+    """Failures of earlier runs outside this run's selection that are still missing:
+    a `--split dev` run must not erase the record of train images that never arrived."""
+    selected = {item.name for item in selection}
+    kept = []
+    for old in read_failures(root):
+        if old["image"] not in selected and old["image"] not in rows:
+            attempts = int(old["attempts"]) if old["attempts"].isascii() and old["attempts"].isdigit() else 0
+            kept.append(Failure(old["image"], old["url"], old["error"], attempts))
+    return kept
 
 
 def _check_numbers(*, threads: int, per_host: int, retries: int, timeout: float) -> None:

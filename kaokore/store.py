@@ -153,6 +153,14 @@ class Journal:
         self._file.close()
 
 
+def read_failures(root: Path) -> list[dict[str, str]]:
+    try:
+        with open(root / FAILURES, newline="", encoding="utf-8") as f:
+            return [r for r in csv.DictReader(f) if {"image", "url", "error", "attempts"} <= r.keys()]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
 def write_failures(root: Path, failures: Iterable) -> None:
     """failures.csv lists what is still missing after this run; no failures, no file."""
     failures = sorted(failures, key=lambda f: f.image)

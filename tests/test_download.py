@@ -249,3 +249,16 @@ def test_a_source_tree_is_refused_as_dir(synth, tmp_path, capsys):
     code, _, err = run_cli(capsys, "download", "--dir", str(package), "--metadata-dir", str(synth.meta_dir))
     assert code == EXIT_USAGE and "source code" in err
     assert sorted(p.name for p in package.iterdir()) == ["__init__.py"]
+
+
+def test_a_subset_run_keeps_the_record_of_failures_outside_it(srv, synth, tmp_path):
+    train = [i for i, lab in synth.labels.items() if lab[0] == "train" and i in synth.urls]
+    srv.inject(synth.urls[train[0]], Fault.S404)
+    kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True)
+    summary = kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True, splits=["dev"])
+    assert summary.exit_status == EXIT_OK
+    rows = list(csv.DictReader(open(tmp_path / "data" / "failures.csv")))
+    assert [(r["image"], r["error"]) for r in rows] == [(synth.name(train[0]), "HTTP 404")]
+    srv.clear_faults(synth.urls[train[0]])
+    kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True)
+    assert not (tmp_path / "data" / "failures.csv").exists()
