@@ -44,12 +44,14 @@ def add_download_options(parser: argparse.ArgumentParser, *, threads_default: in
     """The download flags; shared with the top-level download.py so the two never drift."""
     _flag(parser, "dir", default="kaokore", metavar="DIR",
           help="directory to store the dataset in (default: %(default)s)")
-    _flag(parser, "dataset_version", default=DEFAULT_VERSION, choices=list(VERSIONS),
-          help="dataset version (default: %(default)s, the one upstream's benchmarks use)")
+    _flag(parser, "dataset_version", default=None, choices=list(VERSIONS),
+          help=f"dataset version (default: the one DIR holds, else {DEFAULT_VERSION}, "
+               "the one upstream's benchmarks use)")
     if layout:
-        _flag(parser, "layout", default=DEFAULT_LAYOUT, choices=LAYOUTS,
+        _flag(parser, "layout", default=None, choices=LAYOUTS,
               help="split: DIR/{train,dev,test,unlabeled}/; flat: DIR/images_256/ (upstream); "
-                   "gender/status: DIR/{split}/{class}/ for ImageFolder (default: %(default)s)")
+                   f"gender/status: DIR/{{split}}/{{class}}/ for ImageFolder (default: the one DIR has, "
+                   f"else {DEFAULT_LAYOUT})")
     _flag(parser, "threads", type=int, default=threads_default,
           help="simultaneous downloads in total (default: %(default)s)")
     _flag(parser, "per_host", type=int, default=4,

@@ -26,10 +26,10 @@ from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key, make_session
 from .store import (
-    Journal, ManifestRow, StoreError, exclusive, prepare_folders, read_failures, prepare_root, read_manifest, remove_temporaries, write_failures,
+    Journal, ManifestRow, StoreError, exclusive, prepare_folders, read_failures, read_state, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
 )
-from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, Version, get_version, identify_version
+from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, VERSIONS, Version, get_version, identify_version
 
 METADATA_URL_ENV = "KAOKORE_METADATA_URL"
 MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang
@@ -47,8 +47,8 @@ class Interrupted(KeyboardInterrupt):
 
 def download(
     dir: str | os.PathLike = "kaokore",
-    dataset_version: str | Version = DEFAULT_VERSION,
-    layout: str = DEFAULT_LAYOUT,
+    dataset_version: str | Version | None = None,
+    layout: str | None = None,
     *,
     threads: int = 12,
     per_host: int = 4,
@@ -67,6 +67,8 @@ def download(
 ) -> Summary:
     """Download (or complete, or re-check) the KaoKore dataset under `dir`.
 
+    `dataset_version` and `layout` default to what DIR already holds (so a bare rerun
+    resumes rather than rearranges), else to 1.0 and "split".
     The keyword arguments are the command line's options (`kaokore download --help`);
     `splits` and `limit` select a subset, `stream` receives the human output
     (default stderr), and `policy` tunes retries and the dead-host breaker.
@@ -81,7 +83,10 @@ def download(
     if retries is not None:
         policy = replace(policy, retries=retries)  # the plain argument is what a user reaches for first
     _check_numbers(threads=threads, per_host=per_host, retries=policy.retries, timeout=timeout)
-    check_layout(layout)
+    held = read_state(Path(dir))
+    layout = check_layout(layout or held.get("layout") or DEFAULT_LAYOUT)
+    if dataset_version is None:
+        dataset_version = held.get("dataset_version") if held.get("dataset_version") in VERSIONS else DEFAULT_VERSION
     splits = list(splits) if splits is not None else None
     check_selection(splits, limit)
     version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)

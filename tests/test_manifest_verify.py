@@ -242,3 +242,17 @@ def test_a_second_run_on_the_same_dir_is_refused_while_the_first_holds_it(srv, s
         assert code == EXIT_USAGE and "another kaokore download" in err
         assert srv.request_log == []
     assert run_cli(capsys, "download", "--dir", str(tree), "--metadata-dir", str(synth.meta_dir), "--quiet")[0] == 0
+
+
+def test_a_bare_rerun_resumes_the_layout_and_version_dir_holds(srv, synth, tmp_path, capsys):
+    """`kaokore download --dir X` is what `info` and the loaders tell users to run: it must not
+    rearrange a gender tree into the default layout."""
+    root = tmp_path / "data"
+    kaokore.download(root, metadata_dir=synth.meta_dir, layout="gender", quiet=True)
+    before = {p.relative_to(root).as_posix() for p in image_files(root).values()}
+    srv.reset_stats()
+    code, _, err = run_cli(capsys, "download", "--dir", str(root), "--metadata-dir", str(synth.meta_dir))
+    assert code == EXIT_OK and "moved" not in err
+    assert {p.relative_to(root).as_posix() for p in image_files(root).values()} == before
+    assert srv.request_log == []
+    assert json.loads((root / "kaokore.json").read_text())["layout"] == "gender"
