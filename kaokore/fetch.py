@@ -88,7 +88,8 @@ class Attempt:
     row: ManifestRow | None = None  # stored
     error: str = ""
     retry_in: float | None = None  # None with an error: final
-    connection_failure: bool = False  # counts towards the dead-host breaker
+    connection_failure: bool = False  # could not connect: counts towards the dead-host breaker
+    no_answer: bool = False  # connected, then no answer in time: counts too, but needs a longer run
     host_pause: float = 0.0  # Retry-After on a 429 or 503: what the host asked of every request
     overloaded: bool = False  # 429 or 503: the host, not this image, is the problem
     fatal_host_error: str = ""  # e.g. an untrusted certificate: every image of the host will fail alike
@@ -104,6 +105,10 @@ class _Host:
     # time out would otherwise trip the breaker once those are the last ones
     # left and retry back to back with no other answer in between.
     unreachable_images: set = field(default_factory=set)
+    # Images that connected but got no answer in time. One slow page of a scroll can stall
+    # several faces in a row on a live server, so these trip the breaker only in a longer run.
+    unanswered_images: set = field(default_factory=set)
+    answered: bool = False  # any HTTP answer at all this run
     last_connection_error: str = ""
     overloads: int = 0  # 429/503 answers since the last image that arrived
     dead: str = ""  # why it was given up, or ""
@@ -167,7 +172,7 @@ class HostScheduler:
             return None, wake
         # A host some images could not reach is probed with fresh images, not the
         # same ones again: that tells a dead host (breaker) from a few bad images fastest.
-        suspect = bool(best.unreachable_images) and bool(best.pending)
+        suspect = bool(best.unreachable_images or best.unanswered_images) and bool(best.pending)
         if best.delayed and best.delayed[0][0] <= now and not suspect:
             task = heapq.heappop(best.delayed)[2]
         else:
@@ -179,11 +184,13 @@ class HostScheduler:
         with self._cond:
             host = self.hosts[task.host]
             host.in_flight -= 1
-            if attempt.connection_failure:
-                host.unreachable_images.add(task.item.name)
+            if attempt.connection_failure or attempt.no_answer:
+                (host.unreachable_images if attempt.connection_failure else host.unanswered_images).add(task.item.name)
                 host.last_connection_error = attempt.error
             elif attempt.row is not None or attempt.error:
                 host.unreachable_images.clear()  # the host answered, whatever it said
+                host.unanswered_images.clear()
+                host.answered = True
             pause = attempt.host_pause
             if attempt.overloaded:
                 # Without this, fresh images would keep every slot busy against a server that
@@ -204,10 +211,11 @@ class HostScheduler:
             elif attempt.fatal_host_error:
                 self._emit(Failure(task.item.name, task.item.url, attempt.fatal_host_error, task.attempts))
                 self._kill(task.host, host, attempt.fatal_host_error)
-            elif attempt.connection_failure and len(host.unreachable_images) >= self._policy.breaker_threshold:
+            elif (attempt.connection_failure or attempt.no_answer) and self._unreachable(host):
                 # Checked before "final": with --retries 0 every failure is final, and a
                 # blackholed host would then cost one full timeout per image.
-                reason = (f"{HOST_UNREACHABLE} ({len(host.unreachable_images)} images in a row could not "
+                tried = len(host.unreachable_images | host.unanswered_images)
+                reason = (f"{HOST_UNREACHABLE} ({tried} images in a row could not "
                           f"reach it; last: {host.last_connection_error})")
                 self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
                 self._kill(task.host, host, reason)
@@ -221,6 +229,13 @@ class HostScheduler:
             else:
                 heapq.heappush(host.delayed, (time.monotonic() + attempt.retry_in, next(self._seq), task))
             self._cond.notify_all()
+
+    def _unreachable(self, host: _Host) -> bool:
+        threshold = self._policy.breaker_threshold
+        # A host that has answered this run is live: a stalled page must not take it down.
+        patience = 2 * threshold if host.answered else threshold
+        return (len(host.unreachable_images) >= threshold
+                or len(host.unreachable_images | host.unanswered_images) >= patience)
 
     def _kill(self, name: str, host: _Host, reason: str) -> None:
         host.dead = reason
@@ -253,8 +268,10 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
             return Attempt(error=message, fatal_host_error=f"TLS certificate not trusted; {TLS_HINT}")
         return _transient(task, policy, message, exc, connection_failure=True)
-    except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout) as exc:
+    except requests.exceptions.ConnectTimeout as exc:
         return _transient(task, policy, f"timeout: {_reason(exc)}", exc, connection_failure=True)
+    except requests.exceptions.ReadTimeout as exc:
+        return _transient(task, policy, f"timeout: {_reason(exc)}", exc, no_answer=True)
     except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
             requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
         return Attempt(error=f"bad redirect: {_reason(exc)}")
@@ -298,12 +315,12 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
 
 
 def _transient(task: Task, policy: RetryPolicy, error: str, exc: Exception | None, *,
-               connection_failure: bool = False, status: int | None = None,
+               connection_failure: bool = False, no_answer: bool = False, status: int | None = None,
                retry_after: float | None = None) -> Attempt:
     try:
         task.state = task.state.increment(method="GET", url=task.item.url, error=exc)
     except Exception:  # noqa: BLE001 - urllib3 signals "exhausted" by raising
-        return Attempt(error=error, connection_failure=connection_failure)
+        return Attempt(error=error, connection_failure=connection_failure, no_answer=no_answer)
     delay = policy.backoff(task.state)
     pause = 0.0
     overloaded = status in OVERLOAD_STATUSES
@@ -314,7 +331,8 @@ def _transient(task: Task, policy: RetryPolicy, error: str, exc: Exception | Non
         delay = max(delay, asked)
         if overloaded:
             pause = asked
-    return Attempt(error=error, retry_in=delay, connection_failure=connection_failure, host_pause=pause,
+    return Attempt(error=error, retry_in=delay, connection_failure=connection_failure, no_answer=no_answer,
+                   host_pause=pause,
                    overloaded=overloaded)
 
 

@@ -385,3 +385,20 @@ def test_a_body_trickling_in_is_cut_off_at_four_timeouts(tmp_path):
         listener.close()
         thread.join(5)
     assert time.monotonic() - started < 4 * 0.3 + 1.0  # not the 10 s the trickle would take
+
+
+def test_a_stalled_page_on_a_live_host_does_not_take_the_host_down(tmp_path):
+    """Faces of one scroll page come in a row; a page that renders too slowly stalls all of them.
+    The host answered before, so 8 stalled images in a row are a slow page, not a dead host."""
+    from iiif_server import FakeIIIF
+
+    with FakeIIIF(hosts=3, stall_seconds=3) as srv:
+        synth = make_synthetic(srv, tmp_path, n=90, blank=(), unlabeled=())
+        host0 = [i for i in sorted(synth.urls) if i % 3 == 0]
+        stalled = host0[10:19]  # 9 in a row, after the host has answered
+        for i in stalled:
+            srv.inject(synth.urls[i], Fault.STALL, times=1)
+        summary = kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, timeout=0.5, threads=3,
+                                   per_host=1, policy=FAST, quiet=True)
+        assert summary.hosts_unreachable == []
+        assert summary.exit_status == EXIT_OK and summary.downloaded == 90
