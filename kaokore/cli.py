@@ -7,6 +7,7 @@ exit status; a traceback here would be a bug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -19,6 +20,11 @@ from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Kao
 from .layout import DEFAULT_LAYOUT, LAYOUTS
 from .plan import SPLIT_CHOICES
 from .versions import DEFAULT_VERSION, VERSIONS
+
+VERIFY_EXIT_STATUSES = """exit status:
+  0    every listed image is present, intact and normalized; metadata matches its pins
+  1    problems found (one line each; --json lists them all)
+  2    bad usage, or DIR has no usable metadata"""
 
 # Modules that add their own subcommand through register(subparsers).
 PLUGGED_COMMANDS: tuple[str, ...] = ("info", "preview")
@@ -88,16 +94,25 @@ def run_download(kwargs: dict, as_json: bool) -> int:
     from .downloader import Interrupted, download
 
     try:
-        summary = download(**kwargs)
+        with _json_errors(as_json):
+            summary = download(**kwargs)
     except Interrupted as exc:
         summary = exc.summary
-    except KaokoreError as exc:
-        if as_json:  # a CI script parsing stdout gets an answer, not an empty string
-            print(json.dumps({"error": str(exc), "exit_status": exc.exit_status}), flush=True)
-        raise
     if as_json:
         print(json.dumps(summary.to_json(), indent=2), flush=True)
     return summary.exit_status
+
+
+@contextlib.contextmanager
+def _json_errors(as_json: bool):
+    """With --json, a run that cannot start still answers on stdout: a CI script parsing it
+    gets {"error", "exit_status"} rather than an empty string."""
+    try:
+        yield
+    except KaokoreError as exc:
+        if as_json:
+            print(json.dumps({"error": str(exc), "exit_status": exc.exit_status}), flush=True)
+        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_options(p)
 
     p = sub.add_parser("verify", help="check a downloaded tree offline",
-                       epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=VERIFY_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _flag(p, "dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
     _flag(p, "dataset_version", choices=list(VERSIONS), default=None,
           help="expected version (default: the one DIR's metadata is)")
@@ -166,13 +181,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "verify":
         from .verifier import verify
 
-        report = verify(args.dir, dataset_version=args.dataset_version, splits=args.splits, limit=args.limit)
+        with _json_errors(args.json):
+            report = verify(args.dir, dataset_version=args.dataset_version, splits=args.splits, limit=args.limit)
         if args.json:
             print(json.dumps(report.to_json(), indent=2))
         else:
-            for problem in report.problems:
-                print(problem.line())
-            print(report.line())
+            print(report.text(), end="")
         return report.exit_status
     if args.command == "versions":
         for v in VERSIONS.values():

@@ -24,7 +24,7 @@ from .fetch import RETRY_STATUSES, Failure, HostDown, RetryPolicy, make_task, ru
 from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
 from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
-from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key, make_session
+from .session import TLS_HINT, HttpOptions, ResponseTooLarge, describe, get_body, host_key, make_session
 from .store import (
     Journal, ManifestRow, StoreError, exclusive, prepare_folders, read_failures, read_state, prepare_root, read_manifest, remove_temporaries, write_failures,
     write_manifest, write_root_files, write_state,
@@ -257,7 +257,7 @@ def _get_metadata_file(session, url: str, options: HttpOptions) -> bytes:
         except ResponseTooLarge as exc:
             raise NetworkError(f"cannot fetch metadata {url}: {exc}") from None
         except (requests.exceptions.RequestException, OSError) as exc:
-            error = str(exc).splitlines()[0][:200]
+            error = describe(exc)
             continue
         if response.status == 200:
             return response.body

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import requests
-from urllib3.exceptions import InvalidHeader, MaxRetryError, NewConnectionError
+from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util import Retry
 
 from .metadata import Item, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize
-from .session import TLS_HINT, HttpOptions, ResponseTooLarge, get_body, host_key
+from .session import TLS_HINT, HttpOptions, ResponseTooLarge, describe, get_body, host_key
 from .store import ManifestRow, StoreError, atomic_write
 
 # Statuses worth another try: the server is busy or briefly broken. Any other
@@ -264,25 +264,25 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
     try:
         response = get_body(session, url, options)
     except requests.exceptions.SSLError as exc:
-        message = f"TLS error: {_reason(exc)}"
+        message = f"TLS error: {describe(exc)}"
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
             return Attempt(error=message, fatal_host_error=f"TLS certificate not trusted; {TLS_HINT}")
         return _transient(task, policy, message, exc, connection_failure=True)
     except requests.exceptions.ConnectTimeout as exc:
-        return _transient(task, policy, f"timeout: {_reason(exc)}", exc, connection_failure=True)
+        return _transient(task, policy, f"timeout: {describe(exc)}", exc, connection_failure=True)
     except requests.exceptions.ReadTimeout as exc:
-        return _transient(task, policy, f"timeout: {_reason(exc)}", exc, no_answer=True)
+        return _transient(task, policy, f"timeout: {describe(exc)}", exc, no_answer=True)
     except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
             requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-        return Attempt(error=f"bad redirect: {_reason(exc)}")
+        return Attempt(error=f"bad redirect: {describe(exc)}")
     except ResponseTooLarge as exc:
         return Attempt(error=str(exc))
     except requests.exceptions.ConnectionError as exc:
-        return _transient(task, policy, f"connection error: {_reason(exc)}", exc,
+        return _transient(task, policy, f"connection error: {describe(exc)}", exc,
                           connection_failure=_could_not_connect(exc))
     except (requests.exceptions.RequestException, OSError) as exc:
         # Truncated bodies, decoding errors, slow trickles: the host is up, the answer was bad.
-        return _transient(task, policy, f"incomplete response: {_reason(exc)}", exc)
+        return _transient(task, policy, f"incomplete response: {describe(exc)}", exc)
 
     if response.status != 200:
         if response.status in RETRY_STATUSES:
@@ -362,16 +362,6 @@ def _could_not_connect(exc: requests.exceptions.ConnectionError) -> bool:
         stack.append(e.__cause__)
         stack.append(e.__context__)
     return False
-
-
-def _reason(exc: BaseException) -> str:
-    # requests wraps the useful part ("Connection refused") in a pool and retry
-    # message long enough to be cut off below.
-    inner = exc.args[0] if exc.args else None
-    if isinstance(inner, MaxRetryError) and inner.reason is not None:
-        exc = inner.reason
-    text = str(exc).replace("\n", " ")
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def run_workers(session: requests.Session, tasks: list[Task], *, threads: int, per_host: int,

@@ -121,7 +121,10 @@ class Progress:
 
     def tick(self) -> None:
         """Called often; prints a plain line only when the interval has passed."""
-        if self._bar is not None or self._quiet:
+        if self._bar is not None:
+            self._bar.refresh()  # while every slot waits on a slow server, the clock still moves
+            return
+        if self._quiet:
             return
         now = time.monotonic()
         if now - self._last_line >= self._interval:

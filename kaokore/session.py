@@ -6,6 +6,7 @@ size caps, redirects, timeouts and certificate handling are decided in one place
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import time
 import warnings
@@ -145,6 +146,18 @@ def _arriving(r: requests.Response):
         raise requests.exceptions.ReadTimeout(exc) from exc
     except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
+
+
+def describe(exc: BaseException) -> str:
+    """A transport error as a person reads it: requests wraps the useful part
+    ("Connection refused") in pool and retry text that says nothing to a user."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        exc = inner.reason
+    text = str(exc).replace("\n", " ")
+    text = re.sub(r"^\(?(HTTPS?Connection(Pool)?\([^)]*\)|<urllib3[^>]*>):? ", "", text)
+    text = text.replace("Failed to establish a new connection: ", "cannot connect: ")
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def host_key(url: str) -> str:

@@ -242,6 +242,8 @@ def write_root_files(root: Path, metadata_files: Mapping[str, bytes]) -> None:
 
 def prepare_root(root: Path) -> Path:
     """Create DIR and prove it is writable, before any request is made."""
+    if root.exists() and not root.is_dir():
+        raise DirectoryError(f"cannot use {str(root)!r} as the dataset directory: it is a file")
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".write-probe{TMP_SUFFIX}"

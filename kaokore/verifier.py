@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -14,6 +15,9 @@ from .plan import select
 from .store import MANIFEST, ManifestRow
 from .tree import open_tree
 from .versions import METADATA_FILES, Version, get_version, identify_version
+
+
+PROBLEMS_SHOWN = 20  # per kind, in the text report
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,22 @@ class VerifyReport:
         verdict = "intact" if self.ok else f"NOT intact, {len(self.problems)} problem(s)"
         return (f"kaokore verify {self.dataset_version} ({self.layout} layout): {verdict}; "
                 f"{self.intact}/{self.expected} images good")
+
+    def text(self, per_kind: int = PROBLEMS_SHOWN) -> str:
+        """One line per problem, but at most `per_kind` of each kind: a 100-image smoke tree
+        checked against the whole version would otherwise print thousands of 'missing' lines."""
+        lines, shown = [], Counter()
+        for problem in self.problems:
+            shown[problem.kind] += 1
+            if shown[problem.kind] <= per_kind:
+                lines.append(problem.line())
+        for kind, count in sorted(shown.items()):
+            if count > per_kind:
+                lines.append(f"... and {count - per_kind} more {kind} (--json lists them all)")
+        if shown.get("missing", 0) > per_kind:
+            lines.append("(checking a --split/--limit download? pass the same --split/--limit to verify)")
+        lines.append(self.line())
+        return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict:
         doc = asdict(self)

@@ -260,3 +260,11 @@ def test_a_full_disk_stops_the_run_with_one_line_instead_of_failing_every_image(
     # What did land is in the manifest, so a rerun after freeing space skips it.
     rows = list(csv.DictReader(open(tmp_path / "d" / "manifest.csv")))
     assert len(rows) == 5
+
+
+def test_a_dir_that_is_a_file_says_so(synth, tmp_path, capsys):
+    target = tmp_path / "passwd"
+    target.write_text("root:x:0:0")
+    code, _, err = run_cli(capsys, "download", "--dir", str(target), "--metadata-dir", str(synth.meta_dir))
+    assert code == EXIT_USAGE and "it is a file" in err
+    assert target.read_text() == "root:x:0:0"

@@ -256,3 +256,27 @@ def test_a_bare_rerun_resumes_the_layout_and_version_dir_holds(srv, synth, tmp_p
     assert {p.relative_to(root).as_posix() for p in image_files(root).values()} == before
     assert srv.request_log == []
     assert json.loads((root / "kaokore.json").read_text())["layout"] == "gender"
+
+
+def test_verify_of_a_smoke_tree_caps_its_lines_and_says_why(srv, synth, tmp_path, capsys):
+    from kaokore.verifier import PROBLEMS_SHOWN
+    from conftest import make_synthetic
+
+    big = make_synthetic(srv, tmp_path / "big", n=60, blank=(), unlabeled=())
+    root = tmp_path / "smoke"
+    kaokore.download(root, metadata_dir=big.meta_dir, quiet=True, limit=5)
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(root))
+    assert code == EXIT_INCOMPLETE
+    lines = out.strip().splitlines()
+    assert sum(": missing:" in line for line in lines) == PROBLEMS_SHOWN
+    assert f"... and {55 - PROBLEMS_SHOWN} more missing" in out and "--limit" in out
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(root), "--limit", "5")
+    assert code == EXIT_OK
+    doc = json.loads(run_cli(capsys, "verify", "--dir", str(root), "--json")[1])
+    assert doc["missing"] == 55 and len(doc["problems"]) == 55
+
+
+def test_verify_json_answers_even_when_it_cannot_start(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "verify", "--dir", str(tmp_path / "absent"), "--json")
+    assert code == EXIT_USAGE
+    assert json.loads(out)["exit_status"] == EXIT_USAGE and "absent" in json.loads(out)["error"]
