@@ -237,6 +237,10 @@ def _load_metadata(root: Path, version: Version, session, options: HttpOptions,
         # The user's own files: validated like any others, but not held to the pins.
         files = md.read_local(metadata_dir)
         pinned = all(md.sha256(files[n]) == d for n, d in version.sha256.items())
+        other = identify_version(md.sha256(files["urls.txt"]))
+        if other is not None and other.name != version.name:
+            raise UsageError(f"{metadata_dir} holds the metadata of KaoKore {other.name}, not {version.name}; "
+                             f"pass --dataset_version {other.name}")
         return md.parse(files, pinned=pinned)
     files = md.read_pinned_copy(root, version)
     if files is None:

@@ -134,6 +134,11 @@ def _check_image(root: Path, item: md.Item, rel: str, row: ManifestRow | None) -
     return None
 
 
+def _os_litter(name: str) -> bool:
+    """Files a file browser drops into any folder it shows; no loader reads them as images."""
+    return name in (".DS_Store", "Thumbs.db", "desktop.ini") or name.startswith("._")
+
+
 def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
     """Files in the image folders that the version does not list there."""
     expected = {image_path(i, layout, meta.classes) for i in meta.downloadable}
@@ -148,7 +153,7 @@ def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
             continue
         for entry in entries:
             rel = f"{folder}/{entry.name}"
-            if rel in expected or rel in folders:
+            if rel in expected or rel in folders or _os_litter(entry.name):
                 continue
             problems.append(Problem(rel, "stray", "not part of the dataset in this layout"))
     return problems

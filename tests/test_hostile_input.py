@@ -268,3 +268,12 @@ def test_a_dir_that_is_a_file_says_so(synth, tmp_path, capsys):
     code, _, err = run_cli(capsys, "download", "--dir", str(target), "--metadata-dir", str(synth.meta_dir))
     assert code == EXIT_USAGE and "it is a file" in err
     assert target.read_text() == "root:x:0:0"
+
+
+def test_metadata_dir_of_another_version_is_refused(srv, synth, tmp_path, capsys, monkeypatch):
+    # Pretend the synthetic files are 1.0's pinned ones; asking for 1.3 with them is a mix-up.
+    monkeypatch.setattr(versions, "VERSIONS", {**versions.VERSIONS, "1.0": synth.version()})
+    code, _, err = run_cli(capsys, "download", "--dir", str(tmp_path / "d"), "--metadata-dir", str(synth.meta_dir),
+                           "--dataset_version", "1.3")
+    assert code == EXIT_USAGE and "pass --dataset_version 1.0" in err
+    assert srv.request_log == []

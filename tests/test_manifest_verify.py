@@ -280,3 +280,12 @@ def test_verify_json_answers_even_when_it_cannot_start(tmp_path, capsys):
     code, out, err = run_cli(capsys, "verify", "--dir", str(tmp_path / "absent"), "--json")
     assert code == EXIT_USAGE
     assert json.loads(out)["exit_status"] == EXIT_USAGE and "absent" in json.loads(out)["error"]
+
+
+def test_file_browser_litter_is_not_a_problem_but_other_strays_are(tree, capsys):
+    (tree / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (tree / "dev" / "Thumbs.db").write_bytes(b"x")
+    assert run_cli(capsys, "verify", "--dir", str(tree))[0] == EXIT_OK
+    (tree / "dev" / "notes.txt").write_text("mine")
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(tree))
+    assert code == EXIT_INCOMPLETE and "dev/notes.txt: stray" in out
