@@ -221,9 +221,17 @@ def contact_sheet(dir: str | os.PathLike = "kaokore", by: str | None = DEFAULT_B
     return render(plan_sheet(dir, by, **options), names=names)
 
 
+def _png_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        # A .jpg name holding PNG bytes confuses every viewer; say so rather than guess a format.
+        raise UsageError(f"--out {str(out)!r}: the contact sheet is a PNG; give a name ending in .png")
+    return out
+
+
 def save_png(image: Image.Image, plan: SheetPlan, out: str | os.PathLike) -> Path:
     """Write atomically, recording in the PNG which faces are where so a sheet can be traced back."""
-    out = Path(out)
+    out = _png_path(out)
     if not out.parent.is_dir():
         raise DirectoryError(f"cannot write {str(out)!r}: {str(out.parent)!r} is not a directory")
     info = PngImagePlugin.PngInfo()
@@ -336,8 +344,10 @@ def resolve_by(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _png_path(args.out)  # before reading the tree: a usage error should not wait on 10,000 files
     by = resolve_by(args)
-    plan = plan_sheet(args.dir, by, split=args.split, per_class=DEFAULT_PER_CLASS if args.per_class is None else args.per_class,
+    per_class = DEFAULT_PER_CLASS if args.per_class is None else args.per_class
+    plan = plan_sheet(args.dir, by, split=args.split, per_class=per_class,
                       rows=DEFAULT_ROWS if args.rows is None else args.rows,
                       cols=DEFAULT_COLS if args.cols is None else args.cols, tile=args.tile,
                       seed=args.seed)

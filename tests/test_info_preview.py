@@ -264,3 +264,10 @@ def test_note_tells_a_partial_download_from_an_absent_class(tree):
     plan = plan_sheet(root, "gender", split="train", tile=32)
     assert f"male: no images present in train ({len(male_train)} more listed but not downloaded); " \
            "row left empty" in plan.notes
+
+
+def test_preview_refuses_a_non_png_name(tmp_path, capsys):
+    from conftest import run_cli
+
+    code, _, err = run_cli(capsys, "preview", "--dir", str(tmp_path), "--out", str(tmp_path / "sheet.jpg"))
+    assert code == 2 and ".png" in err and not (tmp_path / "sheet.jpg").exists()
