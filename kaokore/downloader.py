@@ -21,7 +21,7 @@ from . import metadata as md
 from ._version import __version__
 from .errors import DirectoryError, NetworkError, UsageError
 from .fetch import RETRY_STATUSES, Failure, HostDown, RetryPolicy, make_task, run_workers
-from .layout import DEFAULT_LAYOUT, LAYOUTS, all_folders, check_layout
+from .layout import DEFAULT_LAYOUT, check_layout, every_folder
 from .plan import check_selection, make_plan, select
 from .report import Progress, Summary
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, describe, get_body, host_key, make_session
@@ -83,7 +83,8 @@ def download(
     if retries is not None:
         policy = replace(policy, retries=retries)  # the plain argument is what a user reaches for first
     _check_numbers(threads=threads, per_host=per_host, retries=policy.retries, timeout=timeout)
-    held = read_state(Path(dir))
+    root = Path(dir)
+    held = read_state(root)
     layout = check_layout(layout or held.get("layout") or DEFAULT_LAYOUT)
     if dataset_version is None:
         dataset_version = held.get("dataset_version") if held.get("dataset_version") in VERSIONS else DEFAULT_VERSION
@@ -92,7 +93,6 @@ def download(
     version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)
     options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
 
-    root = Path(dir)
     if (root / "__init__.py").exists() or (root / "pyproject.toml").exists():
         # Upstream's default --dir is "kaokore", which in a clone of this project is the source package.
         raise DirectoryError(f"{str(root)!r} looks like source code, not a dataset; pass another --dir")
@@ -106,7 +106,7 @@ def download(
 
         selection = select(meta.items, splits, limit)
         old_rows = read_manifest(root)
-        remove_temporaries(root, {f for l in LAYOUTS for f in all_folders(l, meta.classes)})
+        remove_temporaries(root, every_folder(meta.classes))
         plan = make_plan(root, meta, layout, selection, old_rows, force)
         # Only now: the files are where this layout puts them, so the state may say so.
         write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,

@@ -49,6 +49,11 @@ def all_folders(layout: str, classes: Mapping[str, Sequence[str]]) -> list[str]:
     return [f"{split}/{name}" for split in SPLITS for name in classes[layout]] + [UNLABELED]
 
 
+def every_folder(classes: Mapping[str, Sequence[str]]) -> set[str]:
+    """Every folder any layout may put images in: where leftovers of any earlier run can be."""
+    return {f for layout in LAYOUTS for f in all_folders(layout, classes)}
+
+
 def candidate_paths(item: Item, classes: Mapping[str, Sequence[str]], layouts: Iterable[str] = LAYOUTS) -> list[str]:
     """Where an earlier run with any layout could have left `item`."""
     seen: dict[str, None] = {}

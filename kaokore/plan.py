@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .errors import DirectoryError, UsageError
-from .layout import LAYOUTS, SPLITS, UNLABELED, all_folders, candidate_paths, image_path
+from .layout import SPLITS, UNLABELED, all_folders, candidate_paths, every_folder, image_path
 from .metadata import Item, Metadata, sha256
 from .normalize import is_normalized
 from .store import ManifestRow, file_sha256
@@ -151,7 +151,7 @@ def _unlink(path: Path) -> None:
 def _remove_empty_folders(root: Path, layout: str, classes) -> None:
     """After a layout switch, the old layout's folders are left empty; remove those, and only those."""
     keep = set(all_folders(layout, classes))
-    old = {f for l in LAYOUTS for f in all_folders(l, classes)} - keep
+    old = every_folder(classes) - keep
     parents = {f.split("/")[0] for f in old if "/" in f} - keep
     for folder in sorted(old | parents, key=lambda f: f.count("/"), reverse=True):
         try:
