@@ -6,19 +6,20 @@ Same flags and defaults as upstream (--dir kaokore, --dataset_version 1.0,
 but with timeouts, retries, politeness, atomic writes, 256x256 RGB images and an
 honest exit status. It needs the kaokore package: `pip install .` in this clone.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run from a clone without installing
 
-from kaokore.cli import add_download_options, download_kwargs, run_download, safe_main  # noqa: E402
+from kaokore import defaults  # noqa: E402
+from kaokore.cli import Parser, add_download_options, download_kwargs, run_download, safe_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Download the KaoKore Dataset.")
-    # upstream's default was 16 threads; the per-host limit keeps the servers safe whatever it is
-    add_download_options(parser, threads_default=16, layout=False)
+    parser = Parser(description="Download the KaoKore Dataset.")
+    # upstream's defaults: --dir kaokore and 16 threads; the per-host limit keeps the servers safe whatever it is
+    add_download_options(parser, threads_default=defaults.UPSTREAM_THREADS, dir_default=defaults.UPSTREAM_DIR,
+                         layout=False)
     args = parser.parse_args(argv)
     return safe_main(lambda: run_download(download_kwargs(args), args.json))
 

@@ -2,13 +2,14 @@
 """A baseline classifier for KaoKore: train on train, select on dev, report test.
 
     pip install 'kaokore[torch]'
-    kaokore download --dir kaokore
-    python examples/train_baseline.py --root kaokore --category status --device cuda
+    kaokore download --dir data
+    python examples/train_baseline.py --root data --category status --device cuda
 
 The default model is ResNet-18 at 256x256, defined below in plain PyTorch so
 torchvision is not needed; when torchvision is installed its own ResNet is used
 instead (same architecture, same parameter names, so checkpoints load in
-either). The checkpoint with the best dev accuracy is kept and evaluated once
+either); a torchvision that is installed but cannot be imported is noted and
+skipped. The checkpoint with the best dev accuracy is kept and evaluated once
 on test; OUT/results.json records every epoch and the final numbers.
 """
 from __future__ import annotations
@@ -99,6 +100,11 @@ def tiny(num_classes: int) -> nn.Module:
     )
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def build_model(arch: str, num_classes: int, backend: str = "auto", pretrained: bool = False) -> tuple[nn.Module, str]:
     """The model, and which implementation it is ("torch" or "torchvision")."""
     if arch == "tiny":
@@ -108,9 +114,16 @@ def build_model(arch: str, num_classes: int, backend: str = "auto", pretrained: 
     if backend != "torch":
         try:
             import torchvision.models
-        except ImportError:
+        except Exception as exc:
+            # A torchvision built for another torch fails on import in many ways (OSError for a
+            # missing library, RuntimeError for a missing operator, ...), not only ImportError.
+            absent = isinstance(exc, ImportError) and exc.name == "torchvision"
+            why = "is not installed" if absent else f"cannot be imported ({_one_line(exc)})"
             if backend == "torchvision" or pretrained:
-                raise SystemExit("error: --backend torchvision and --pretrained need torchvision installed")
+                raise SystemExit(f"error: --backend torchvision and --pretrained need torchvision, "
+                                 f"which {why}") from None
+            if not absent:
+                print(f"note: torchvision {why}; using the plain-PyTorch {arch} defined here", file=sys.stderr)
         else:
             if pretrained:  # ImageNet weights, then a new head for our classes
                 model = getattr(torchvision.models, arch)(weights="DEFAULT")
@@ -280,8 +293,12 @@ def run(args) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
     steps = max(args.epochs * len(train_loader), 1)
     warmup = min(len(train_loader), steps // 10)  # one epoch of linear warm-up, then cosine to zero
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(steps - warmup, 1))))
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
     out = Path(args.out or f"runs/kaokore-{args.category}-{args.arch}")
@@ -328,8 +345,9 @@ def run(args) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--root", default="kaokore", help="directory written by `kaokore download`")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--root", default="data", help="directory written by `kaokore download`")
     p.add_argument("--category", choices=("gender", "status"), default="gender")
     p.add_argument("--arch", choices=ARCHS, default="resnet18")
     p.add_argument("--backend", choices=("auto", "torch", "torchvision"), default="auto",
@@ -348,7 +366,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="use only the first N images of each split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--download", action="store_true", help="download (or complete) the dataset into --root first")
-    p.add_argument("--out", default=None, help="where best.pt and results.json go (default: runs/kaokore-CATEGORY-ARCH)")
+    p.add_argument("--out", default=None,
+                   help="where best.pt and results.json go (default: runs/kaokore-CATEGORY-ARCH)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "image_size"):
         if getattr(args, name) < 1:

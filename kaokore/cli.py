@@ -13,13 +13,26 @@ import json
 import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from . import defaults
 from ._version import __version__
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
 from .layout import DEFAULT_LAYOUT, LAYOUTS
 from .plan import SPLIT_CHOICES
 from .versions import DEFAULT_VERSION, VERSIONS
+
+# Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
+DOWNLOAD_DESCRIPTION = """\
+Download a KaoKore version into DIR: the pinned metadata, then every image as a
+256x256 RGB JPEG in the chosen layout. A rerun checks what is there and fetches
+only what is missing or damaged; another --layout moves the images already
+there, without the network."""
+
+VERIFY_DESCRIPTION = """\
+Check DIR without the network: every image the version lists is present where
+the layout puts it, matches its manifest SHA-256 and is a 256x256 RGB JPEG; the
+metadata matches its pins; no stray files sit among the images."""
 
 VERIFY_EXIT_STATUSES = """exit status:
   0    every listed image is present, intact and normalized; metadata matches its pins
@@ -37,6 +50,39 @@ EXIT_STATUSES = """exit status:
   141  the reader of stdout went away (e.g. `| head`)"""
 
 
+class Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` that takes no abbreviated flags and blames the right subcommand.
+
+    argparse would read `--layou flat` as `--layout flat` and rearrange a whole tree, so
+    every flag must be spelled out. It also reports an unknown flag with the top-level
+    usage, which does not list the flags the user was reaching for; here the chosen
+    subcommand reports it.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._commands = None
+
+    def add_subparsers(self, **kwargs):
+        # Subcommand parsers are built by this same class (argparse's default parser_class).
+        self._commands = super().add_subparsers(**kwargs)
+        return self._commands
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._chosen(namespace).error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def _chosen(self, namespace: argparse.Namespace) -> argparse.ArgumentParser:
+        if self._commands is not None:
+            name = getattr(namespace, self._commands.dest, None)
+            if name in self._commands.choices:
+                return self._commands.choices[name]
+        return self
+
+
 def _flag(parser, name: str, **kwargs):
     """Add `--a_b` with its `--a-b` twin (or just `--name` for one-word flags)."""
     spellings = [f"--{name}"]
@@ -45,10 +91,10 @@ def _flag(parser, name: str, **kwargs):
     return parser.add_argument(*spellings, dest=kwargs.pop("dest", name), **kwargs)
 
 
-def add_download_options(parser: argparse.ArgumentParser, *, threads_default: int = 12,
-                         layout: bool = True) -> None:
+def add_download_options(parser: argparse.ArgumentParser, *, threads_default: int = defaults.THREADS,
+                         dir_default: str = defaults.DIR, layout: bool = True) -> None:
     """The download flags; shared with the top-level download.py so the two never drift."""
-    _flag(parser, "dir", default="kaokore", metavar="DIR",
+    _flag(parser, "dir", default=dir_default, metavar="DIR",
           help="directory to store the dataset in (default: %(default)s)")
     _flag(parser, "dataset_version", default=None, choices=list(VERSIONS),
           help=f"dataset version (default: the one DIR holds, else {DEFAULT_VERSION}, "
@@ -60,10 +106,10 @@ def add_download_options(parser: argparse.ArgumentParser, *, threads_default: in
                    f"else {DEFAULT_LAYOUT})")
     _flag(parser, "threads", type=int, default=threads_default,
           help="simultaneous downloads in total (default: %(default)s)")
-    _flag(parser, "per_host", type=int, default=4,
+    _flag(parser, "per_host", type=int, default=defaults.PER_HOST,
           help="simultaneous requests to one server, never exceeded (default: %(default)s)")
-    _flag(parser, "retries", type=int, default=5, help="retries per image (default: %(default)s)")
-    _flag(parser, "timeout", type=float, default=30.0,
+    _flag(parser, "retries", type=int, default=defaults.RETRIES, help="retries per image (default: %(default)s)")
+    _flag(parser, "timeout", type=float, default=defaults.TIMEOUT,
           help="connect and read timeout in seconds (default: %(default)s)")
     _flag(parser, "force", action="store_true", help="fetch again even images already present")
     _flag(parser, "ssl_unverified_context", action="store_true",
@@ -106,36 +152,43 @@ def run_download(kwargs: dict, as_json: bool) -> int:
 @contextlib.contextmanager
 def _json_errors(as_json: bool):
     """With --json, a run that cannot start still answers on stdout: a CI script parsing it
-    gets {"error", "exit_status"} rather than an empty string."""
+    gets {"error", "exit_status"} rather than an empty string. A run the disk stopped midway
+    (`RunStopped`) answers with its whole summary plus those two keys."""
     try:
         yield
     except KaokoreError as exc:
         if as_json:
-            print(json.dumps({"error": str(exc), "exit_status": exc.exit_status}), flush=True)
+            summary = getattr(exc, "summary", None)
+            doc = summary.to_json() if summary is not None else {}
+            doc.update(error=str(exc), exit_status=exc.exit_status)
+            print(json.dumps(doc, indent=2 if summary is not None else None), flush=True)
         raise
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kaokore", description="Download, verify and inspect the KaoKore dataset.",
         epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kaokore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("download", help="download the dataset (resumes; fetches only what is missing)",
+                       description=DOWNLOAD_DESCRIPTION,
                        epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_download_options(p)
 
     p = sub.add_parser("verify", help="check a downloaded tree offline",
+                       description=VERIFY_DESCRIPTION,
                        epilog=VERIFY_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _flag(p, "dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
+    _flag(p, "dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
     _flag(p, "dataset_version", choices=list(VERSIONS), default=None,
           help="expected version (default: the one DIR's metadata is)")
     _flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", help="check only this split")
     _flag(p, "limit", type=int, help="check only the first N images (as download --limit)")
     _flag(p, "json", action="store_true", help="print the report as JSON on stdout")
 
-    sub.add_parser("versions", help="list the dataset versions")
+    sub.add_parser("versions", help="list the dataset versions",
+                   description="List the dataset versions kaokore knows, with their image counts.")
     for name in PLUGGED_COMMANDS:
         # Each of these modules adds its own subcommand and sets `run` on it.
         importlib.import_module(f"kaokore.{name}").register(sub)

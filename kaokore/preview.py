@@ -17,9 +17,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
+from . import defaults, hints
+from .directory import Tree, open_tree
 from .errors import EXIT_OK, DirectoryError, UsageError
 from .info import plural
-from .tree import Tree, open_tree
 from .layout import SPLITS, UNLABELED
 from .store import atomic_write
 
@@ -39,6 +40,8 @@ EMPTY_TILE = (52, 52, 56)
 EMPTY_MARK = (84, 84, 90)
 TEXT = (240, 240, 240)
 DIM_TEXT = (160, 160, 168)
+NAME_PAD = 3  # pixels around an image number on its tag
+NAME_MIN_FONT = 8  # smaller than this an image number is not legible: shorten it, or leave it out
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def sheet_size(tile: int, cols: int, rows: int, labelled: bool = True) -> tuple[
 
 # ---- choosing faces ------------------------------------------------------------------------------
 
-def plan_sheet(dir: str | os.PathLike | Tree = "kaokore", by: str | None = DEFAULT_BY, *, split: str = "all",
+def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DEFAULT_BY, *, split: str = "all",
                per_class: int = DEFAULT_PER_CLASS, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS,
                tile: int = DEFAULT_TILE, seed: int = 0) -> SheetPlan:
     """Which faces go where. `by` is "gender" or "status" for one row per class, None or "none" for a mosaic."""
@@ -185,6 +188,7 @@ def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None
     draw = ImageDraw.Draw(sheet)
     font = _font(g.font_size)
     small = _font(max(11, g.font_size * 3 // 4))
+    tags = _name_tags(draw, plan, max(11, g.font_size * 3 // 4)) if names else None
 
     _text_in_band(draw, (g.gap, 0, sheet.width - g.gap, g.title), plan.title, font, TEXT)
     y = g.title
@@ -209,13 +213,13 @@ def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None
                              "unreadable" if pick else "", small)
             else:
                 sheet.paste(face, (x, y))
-            if names and pick:
-                _name_tag(sheet, (x, y + plan.tile), pick.name[:8], small)
+            if tags and pick:
+                _name_tag(sheet, (x, y + plan.tile), tags[0][pick.name], tags[1])
         y += plan.tile + g.gap
     return sheet
 
 
-def contact_sheet(dir: str | os.PathLike = "kaokore", by: str | None = DEFAULT_BY, *, names: bool = False,
+def contact_sheet(dir: str | os.PathLike = defaults.DIR, by: str | None = DEFAULT_BY, *, names: bool = False,
                   **options) -> Image.Image:
     """A contact sheet of DIR's faces as a PIL image; options as for `plan_sheet`."""
     return render(plan_sheet(dir, by, **options), names=names)
@@ -267,13 +271,34 @@ def _placeholder(draw: ImageDraw.ImageDraw, box, text: str, font) -> None:
         _text_in_band(draw, (x0 + 4, y1 - 24, x1 - 4, y1 - 4), text, font, TEXT)
 
 
+def _name_tags(draw: ImageDraw.ImageDraw, plan: SheetPlan, largest: int) -> tuple[dict[str, str], object] | None:
+    """Each face's image number as it fits on its tile, and the one font they share.
+
+    The full eight digits at the largest legible size that fits the tile; else the number
+    without its leading zeros; None when not even that fits. The size is capped at a third
+    of the tile so that a tag never hides most of a small face.
+    """
+    picked = [pick.name for row in plan.rows for pick in row.picks]
+    if not picked:
+        return None
+    room = plan.tile - 2 * NAME_PAD
+    top = min(largest, plan.tile // 3)
+    for shorten in (False, True):
+        texts = {name: (name[:8].lstrip("0") or "0") if shorten else name[:8] for name in picked}
+        for size in range(top, NAME_MIN_FONT - 1, -1):
+            font = _font(size)
+            if max(draw.textlength(text, font=font) for text in texts.values()) <= room:
+                return texts, font
+    return None
+
+
 def _name_tag(sheet: Image.Image, bottom_left: tuple[int, int], text: str, font) -> None:
     x, y = bottom_left
     draw = ImageDraw.Draw(sheet, "RGBA")
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    h = bottom - top + 4
-    draw.rectangle((x, y - h, x + right - left + 6, y - 1), fill=(0, 0, 0, 170))
-    draw.text((x + 3 - left, y - h + 2 - top), text, font=font, fill=TEXT)
+    h = bottom - top + 2 * (NAME_PAD - 1)
+    draw.rectangle((x, y - h, x + right - left + 2 * NAME_PAD, y - 1), fill=(0, 0, 0, 170))
+    draw.text((x + NAME_PAD - left, y - h + NAME_PAD - 1 - top), text, font=font, fill=TEXT)
 
 
 def _text_in_band(draw: ImageDraw.ImageDraw, box, text: str, font, fill) -> int:
@@ -310,7 +335,7 @@ def register(subparsers) -> None:
                     "row per status class; --by gender for gender; --by none (or --mosaic, or giving "
                     "--rows/--cols, or --split unlabeled) for a plain mosaic. Faces are drawn at random, "
                     "reproducibly for a --seed.")
-    p.add_argument("--dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
+    p.add_argument("--dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
     p.add_argument("--by", choices=BY_CHOICES, default=None,
                    help=f"one labelled row per class of this category, or none for a mosaic (default: {DEFAULT_BY}, "
@@ -356,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     notes = list(plan.notes)
     if unreadable:
         notes.append(f"{plural(len(unreadable), 'image')} could not be read ({', '.join(unreadable[:5])}"
-                     f"{', ...' if len(unreadable) > 5 else ''}); run `kaokore verify --dir {args.dir}`")
+                     f"{', ...' if len(unreadable) > 5 else ''}); run {hints.command('verify', args.dir)}")
     for note in notes:
         print(f"kaokore: note: {note}", file=sys.stderr)
     width, height = plan.size

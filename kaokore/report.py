@@ -1,15 +1,19 @@
 """Reporting: the progress display while a run goes, and its summary (a line, or JSON) at the end."""
 from __future__ import annotations
 
+import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, TextIO
+from typing import TextIO
 
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .fetch import Failure
 
 PLAIN_INTERVAL = 5.0  # seconds between progress lines when stderr is not a terminal (CI logs)
+# The size assumed for a terminal that reports none (0x0, as some CI pseudo-terminals do).
+FALLBACK_SIZE = os.terminal_size((80, 24))
 
 
 @dataclass
@@ -27,6 +31,7 @@ class Summary:
     not_attempted: int = 0  # left when the run was interrupted
     relocated: int = 0  # moved from another layout without the network
     damaged: int = 0  # found on disk but not matching the manifest: deleted and fetched again
+    adopted: int = 0  # of `already_present`, files with no manifest row kept as this version's (e.g. upstream's)
     converted: int = 0  # of `downloaded`, how many were re-encoded
     seconds: float = 0.0
     hosts_unreachable: list[str] = field(default_factory=list)
@@ -56,6 +61,8 @@ class Summary:
             parts.append(f"{self.unavailable} unavailable upstream")
         if self.damaged:
             parts.append(f"{self.damaged} damaged on disk (fetched again)")
+        if self.adopted:
+            parts.append(f"{self.adopted} adopted from disk")
         if self.relocated:
             parts.append(f"{self.relocated} moved to the {self.layout} layout")
         if self.not_attempted:
@@ -63,7 +70,7 @@ class Summary:
         verdict = "interrupted" if self.interrupted else ("complete" if self.complete else "INCOMPLETE")
         text = f"kaokore {self.dataset_version}: {verdict}: {', '.join(parts)} in {self.seconds:.1f}s"
         if self.hosts_unreachable:
-            text += f"; unreachable: {', '.join(self.hosts_unreachable)}"
+            text += f"; given up: {', '.join(self.hosts_unreachable)}"
         if self.failed:
             text += " (see failures.csv)"
         return text
@@ -92,7 +99,13 @@ class Progress:
         if not quiet and self._total and _isatty(self._stream):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self._total, unit="img", file=self._stream, dynamic_ncols=True, desc="kaokore",
+            # tqdm sizes the bar from the terminal, and one reporting 0 columns or 0 rows gets no
+            # bar at all (tqdm hides a bar below the last row); such a terminal gets a fixed size.
+            columns, rows = _terminal_size(self._stream)
+            sized = columns > 0 and rows > 0
+            self._bar = tqdm(total=self._total, unit="img", file=self._stream, desc="kaokore", dynamic_ncols=sized,
+                             ncols=None if sized else columns or FALLBACK_SIZE.columns,
+                             nrows=None if sized else rows or FALLBACK_SIZE.lines,
                              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]")
 
     def advance(self, host: str, ok: bool) -> None:
@@ -156,6 +169,14 @@ def _duration(seconds: float) -> str:
         return f"{minutes}m{seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def _terminal_size(stream: TextIO) -> os.terminal_size:
+    """The size the terminal behind `stream` reports; 0x0 when it cannot be asked."""
+    try:
+        return os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return os.terminal_size((0, 0))
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -22,7 +22,7 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from conftest import image_files, jpeg_info, run_cli
+from helpers import image_files, jpeg_info, run_cli
 from synthetic import default_label, metadata_files, write_files
 
 from kaokore.errors import EXIT_OK

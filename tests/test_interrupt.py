@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import image_files, jpeg_info, make_synthetic, run_cli
+from helpers import image_files, jpeg_info, make_synthetic, run_cli
 from iiif_server import FakeIIIF
 
 import kaokore

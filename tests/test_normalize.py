@@ -4,7 +4,8 @@ import io
 import pytest
 from PIL import Image
 
-from conftest import encode
+from helpers import encode
+
 from kaokore.normalize import ImageTooLarge, NotAnImage, is_normalized, normalize
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_synthetic
-from synthetic import CLASSES_EN
+from helpers import make_synthetic
 from iiif_server import FakeIIIF
+from synthetic import CLASSES_EN
 
 import kaokore
 
@@ -62,8 +62,11 @@ def learnable(tmp_path_factory) -> Path:
     return root
 
 
-def train(tree: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+def train(tree: Path, out: Path, *args: str,
+          pythonpath: Path | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--root", str(tree), "--device", "cpu", "--out", str(out), *args],
         capture_output=True, text=True, env=env, timeout=300)
@@ -73,7 +76,7 @@ def train(tree: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProces
 
 def test_defaults_are_resnet18_at_256(baseline):
     args = baseline.parse_args([])
-    assert (args.arch, args.image_size, args.category, args.root) == ("resnet18", 256, "gender", "kaokore")
+    assert (args.arch, args.image_size, args.category, args.root) == ("resnet18", 256, "gender", "data")
 
 
 def test_plain_torch_resnet18_is_torchvisions_architecture(baseline):
@@ -111,6 +114,36 @@ def test_it_learns_and_tests_the_best_dev_checkpoint(learnable, tmp_path):
     checkpoint = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert checkpoint["epoch"] == results["best_epoch"]
     assert results["test"]["accuracy"] == 1.0, results["test"]  # red vs blue: anything less is a bug
+
+
+def broken_torchvision(where: Path) -> Path:
+    """A torchvision that is installed but fails on import, as one built for another torch does."""
+    (where / "torchvision").mkdir(parents=True)
+    (where / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    return where
+
+
+def test_a_torchvision_that_cannot_load_is_noted_and_replaced(learnable, tmp_path):
+    site = broken_torchvision(tmp_path / "site")
+    result, results = train(learnable, tmp_path / "run", "--epochs", "1", "--batch-size", "8", "--image-size", "32",
+                            "--num-workers", "0", pythonpath=site)
+    assert (results["arch"], results["backend"]) == ("resnet18", "torch")
+    assert [line for line in result.stderr.splitlines() if "torchvision" in line] == [
+        "note: torchvision cannot be imported (RuntimeError: operator torchvision::nms does not exist); "
+        "using the plain-PyTorch resnet18 defined here"]
+    assert "Traceback" not in result.stderr
+
+
+def test_asking_for_a_torchvision_that_cannot_load_is_a_one_line_error(learnable, tmp_path):
+    site = broken_torchvision(tmp_path / "site")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--root", str(learnable), "--backend", "torchvision", "--device", "cpu",
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(site)})
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and "cannot be imported (RuntimeError" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_a_missing_tree_is_a_one_line_error(tmp_path):

@@ -1,0 +1,91 @@
+"""Helpers the tests share: synthetic KaoKore metadata served by FakeIIIF, and small readers.
+
+A plain module (pytest puts tests/ on sys.path, see pyproject.toml), so test files
+import from here rather than from conftest, which holds only fixtures and hooks.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from iiif_server import FakeIIIF
+from synthetic import default_label, metadata_files, write_files
+
+from kaokore.versions import METADATA_FILES, Version
+
+
+@dataclass
+class Synthetic:
+    """A small dataset in the real files' shapes, served by a FakeIIIF."""
+
+    files: dict[str, bytes]
+    urls: dict[int, str]  # image index -> URL
+    labels: dict[int, tuple[str, int, int]]  # image index -> (split, gender, status)
+    meta_dir: Path
+    extra: dict = field(default_factory=dict)
+
+    def version(self, name: str = "1.0", folder: str = "dataset") -> Version:
+        digests = {n: hashlib.sha256(self.files[n]).hexdigest() for n in METADATA_FILES}
+        return Version(name, folder, len(self.urls), MappingProxyType(digests))
+
+    def name(self, index: int) -> str:
+        return f"{index:08d}.jpg"
+
+    def rewrite(self, filename: str, data: bytes) -> None:
+        self.files[filename] = data
+        (self.meta_dir / filename).write_bytes(data)
+
+
+def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, ...] = (5,),
+                   unlabeled: tuple[int, ...] = (3, 7), labeled_blank: tuple[int, ...] = (),
+                   size: str = "256,256", sizes: dict[int, str] | None = None) -> Synthetic:
+    """n URL lines spread round-robin over the hosts; `blank` lines empty; `unlabeled` without a label row."""
+    sizes = sizes or {}
+    lines, urls, labels = [], {}, {}
+    hosts = len(srv.base_urls)
+    for i in range(n):
+        if i in blank or i in labeled_blank:
+            lines.append("")
+        else:
+            url = srv.url(i % hosts, f"book{i % hosts}/page{i // 5}.tif",
+                          region=f"{10 * i},{20 + i},300,300", size=sizes.get(i, size))
+            urls[i] = url
+            lines.append(url)
+        if i not in unlabeled and i not in blank:
+            labels[i] = default_label(i)
+    files = metadata_files(lines, labels)
+    meta_dir = root / "metadata"
+    write_files(meta_dir, files)
+    for name, data in files.items():
+        srv.set_file(f"/meta/dataset/{name}", data)
+    return Synthetic(files, urls, labels, meta_dir)
+
+
+def jpeg_info(path: Path) -> tuple[str, tuple[int, int], str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return im.format, im.size, im.mode
+
+
+def image_files(root: Path) -> dict[str, Path]:
+    """Every image under DIR by file name (bookkeeping at the root is not an image)."""
+    return {p.name: p for p in root.rglob("*.jpg") if p.parent != root}
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from kaokore.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def encode(image, fmt: str = "JPEG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
