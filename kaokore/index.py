@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import metadata as md
+from .attributes import CLASSES as ATTRIBUTE_CLASSES
+from .attributes import Attributes
+from .directory import inspect
 from .errors import DirectoryError, KaokoreError, MetadataError, UsageError
-from .layout import LAYOUTS, SPLITS, candidate_paths
-from .store import ManifestRow, read_manifest, read_state
-from .tree import detect_layout
+from .layout import SPLITS
 
+TARGETS = (*md.CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
 IMAGE_SIZE = 256  # every image `kaokore download` writes is a 256x256 RGB JPEG
 EXAMPLES_SHOWN = 5  # missing image names quoted in the warning
 
@@ -41,6 +43,7 @@ class Index:
     samples: tuple[tuple[str, int], ...]  # (absolute path, label), by image number
     not_downloaded: tuple[str, ...]  # image names with a URL but no file: a rerun of download fetches them
     unavailable: tuple[str, ...]  # labelled, but urls.txt has no URL for them: nothing can fetch them
+    attributes: tuple[dict, ...] = ()  # with attributes=True: each sample's original_tags.txt attributes
 
     @property
     def expected(self) -> int:
@@ -66,12 +69,18 @@ class Index:
         )
 
 
-def read_index(root: str | os.PathLike, split: str = "train", category: str = "gender") -> Index:
-    """Which labelled images of `split` are under `root`, in any layout, with their `category` labels."""
+def read_index(root: str | os.PathLike, split: str = "train", category: str = "gender",
+               attributes: bool = False) -> Index:
+    """Which labelled images of `split` are under `root`, in any layout, with their `category` labels.
+
+    `category` is a labels.csv category (gender, status) or a closed set of original_tags.txt
+    (orientation, holder, fine_status; labels index `ATTRIBUTE_CLASSES[category]`).
+    `attributes=True` also gives each sample's attributes (`Index.attributes`).
+    """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-    if category not in md.CATEGORIES:
-        raise UsageError(f"unknown category {category!r} (choose from {', '.join(md.CATEGORIES)})")
+    if category not in TARGETS:
+        raise UsageError(f"unknown category {category!r} (choose from {', '.join(TARGETS)})")
     path = Path(os.path.expanduser(os.fspath(root))).resolve()
     if not path.is_dir():
         raise DirectoryError(f"{str(path)!r} is not a directory; download the dataset first "
@@ -80,8 +89,11 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
     labels = md.parse_labels(_read(path, "labels.csv"), classes)
     # urls.txt only tells "never downloadable" from "not downloaded yet"; a tree from elsewhere may lack it.
     urls = md.parse_urls(_read(path, "urls.txt")) if (path / "urls.txt").is_file() else None
-    rows = read_manifest(path)
-    layouts = _layouts_by_preference(path, rows, classes)
+    found_in = inspect(path)  # the same reading of DIR as download, verify and info
+    tags = {}
+    if attributes or category in ATTRIBUTE_CLASSES:
+        tags = md.parse_attributes(_read(path, "original_tags.txt"), urls or ())
+    kept = []
 
     samples, not_downloaded, unavailable = [], [], []
     for index in sorted(labels):
@@ -90,9 +102,13 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
             continue
         url = urls[index] if urls is not None and index < len(urls) else None
         item = md.Item(index, url, item_split, gender, status)
-        found = _find(path, item, rows.get(item.name), classes, layouts)
+        found = found_in.locate(item, classes)
         if found is not None:
-            samples.append((str(path / found), item.label(category)))
+            attrs = tags.get(index) or Attributes()
+            label = (item.label(category) if category in md.CATEGORIES
+                     else ATTRIBUTE_CLASSES[category].index(getattr(attrs, category)))
+            samples.append((str(path / found.rel), label))
+            kept.append({"name": item.name, **attrs.as_dict()} if attributes else None)
         elif urls is not None and not url:
             unavailable.append(item.name)
         else:
@@ -101,8 +117,9 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
         raise DirectoryError(
             f"none of the {len(not_downloaded) + len(unavailable)} labelled {split} images is under "
             f"{str(path)!r}; download them first (`kaokore download --dir {root}`, or download=True)")
-    return Index(str(path), split, category, classes[category], tuple(samples),
-                 tuple(not_downloaded), tuple(unavailable))
+    names = classes[category] if category in md.CATEGORIES else ATTRIBUTE_CLASSES[category]
+    return Index(str(path), split, category, tuple(names), tuple(samples),
+                 tuple(not_downloaded), tuple(unavailable), tuple(kept) if attributes else ())
 
 
 def _read(root: Path, name: str) -> bytes:
@@ -113,22 +130,3 @@ def _read(root: Path, name: str) -> bytes:
                             "missing; a tree written by `kaokore download` has it at its root") from None
     except OSError as exc:
         raise MetadataError(str(root / name), None, f"cannot read: {exc.strerror}") from None
-
-
-def _layouts_by_preference(root: Path, rows: dict[str, ManifestRow], classes) -> tuple[str, ...]:
-    """The layout DIR says it holds first: after an interrupted layout switch an image may be in two places."""
-    preferred = detect_layout(root, read_state(root), rows, classes)
-    return (preferred, *(layout for layout in LAYOUTS if layout != preferred))
-
-
-def _find(root: Path, item: md.Item, row: ManifestRow | None, classes, layouts) -> str | None:
-    candidates = candidate_paths(item, classes, layouts)
-    # The manifest's path is tried first, but only where some layout would put the image:
-    # a manifest is a file in the user's folder, not a licence to read anywhere.
-    if row is not None and row.path in candidates:
-        candidates.remove(row.path)
-        candidates.insert(0, row.path)
-    for candidate in candidates:
-        if (root / candidate).is_file():
-            return candidate
-    return None

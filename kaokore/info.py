@@ -13,11 +13,13 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from . import defaults
 from . import metadata as md
+from .directory import Tree, open_tree
 from .errors import EXIT_OK
+from .fingerprint import dataset_fingerprint
 from .layout import SPLITS, UNLABELED
-from .tree import Tree, open_tree
-from .versions import METADATA_FILES, identify_version
+from .lock import refuse_while_held
 
 CATEGORIES = md.CATEGORIES
 Table = dict  # split -> class name -> count; a plain dict so it is its own JSON
@@ -52,6 +54,7 @@ class DatasetInfo:
     labels: dict[str, Table]  # category -> split -> class -> rows of labels.csv
     on_disk: dict[str, Table]  # the same, counting only images present
     manifest: ManifestCounts | None  # None: DIR has no manifest
+    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.fingerprint), to compare copies
 
     @property
     def metadata_pinned(self) -> bool:
@@ -81,8 +84,9 @@ class DatasetInfo:
         return format_info(self)
 
 
-def dataset_info(dir: str | os.PathLike = "kaokore") -> DatasetInfo:
+def dataset_info(dir: str | os.PathLike = defaults.DIR) -> DatasetInfo:
     """Summarize DIR: version, layout, images present, and the class balance by split."""
+    refuse_while_held(dir)  # a tree being downloaded is half written: its counts would be wrong
     return info_from_tree(open_tree(dir))
 
 
@@ -106,16 +110,15 @@ def info_from_tree(tree: Tree) -> DatasetInfo:
         labels={c: _table(labelled, c, meta.classes) for c in CATEGORIES},
         on_disk={c: _table([i for i in labelled if i.name in tree.present], c, meta.classes) for c in CATEGORIES},
         manifest=_manifest_counts(tree),
+        fingerprint=dataset_fingerprint(tree.manifest.values()),
     )
 
 
 def _identify(tree: Tree) -> tuple[str, str]:
     """The version DIR holds, and whether its metadata is the pinned files, a custom set or altered."""
-    files = tree.meta.files
-    version = identify_version(md.sha256(files["urls.txt"]))
-    if version is not None and all(md.sha256(files[n]) == version.sha256[n] for n in METADATA_FILES):
-        return version.name, "pinned"
-    name = str(tree.state.get("dataset_version") or (version.name if version else "unknown"))
+    if tree.dir.pinned:
+        return tree.version.name, "pinned"
+    name = tree.version.name if tree.version else str(tree.state.get("dataset_version") or "unknown")
     # Downloaded with --metadata-dir: there is no pin to hold it to, as `verify` also reasons.
     return name, "custom" if tree.state.get("metadata_pinned") is False else "altered"
 
@@ -169,6 +172,7 @@ def format_info(info: DatasetInfo) -> str:
         lines.append(f"no URL          {plural(info.no_url, 'labelled image')} with a blank URL upstream "
                      "(in the tables below, never downloadable)")
     lines.append(_manifest_line(info.manifest))
+    lines.append(f"fingerprint     {info.fingerprint}")
 
     if info.complete:
         lines += ["", "Class balance (labels.csv; every image with a URL is on disk)"]
@@ -235,15 +239,49 @@ def register(subparsers) -> None:
         description="Summarize a dataset directory without the network: version, layout, images present, "
                     "counts per split x gender and split x status, unlabeled images, and how many images "
                     "were re-encoded on download.")
-    p.add_argument("--dir", default="kaokore", metavar="DIR", help="dataset directory (default: %(default)s)")
+    p.add_argument("--dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the same data as JSON on stdout")
+    p.add_argument("--by", choices=BY, help="also count images by source work, holder or face orientation "
+                                            "(from original_tags.txt)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    info = dataset_info(args.dir)
-    print(json.dumps(info.to_json(), indent=2) if args.json else info.text())
+    refuse_while_held(args.dir)
+    tree = open_tree(args.dir)
+    info = info_from_tree(tree)
+    by = getattr(args, "by", None)
+    counts = counts_by(tree, by) if by else None
+    if args.json:
+        doc = info.to_json()
+        if counts is not None:
+            doc["by"] = {"attribute": BY[by], "counts": counts}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        print(info.text() + ("\n\n" + "\n".join(format_counts(by, counts)) if counts is not None else ""))
     return EXIT_OK
+
+
+BY = {"work": "work", "holder": "holder", "orientation": "orientation"}  # --by value -> Attributes field
+
+
+def counts_by(tree: Tree, by: str) -> dict[str, dict[str, int]]:
+    """{value: {"listed": images with a URL, "present": of those on disk}}, most listed first."""
+    listed, present = Counter(), Counter()
+    for item in tree.meta.downloadable:
+        attrs = tree.meta.attributes.get(item.index)
+        value = getattr(attrs, BY[by]) if attrs is not None else ""
+        value = value or "(not recorded)"
+        listed[value] += 1
+        present[value] += item.name in tree.present
+    return {value: {"listed": n, "present": present[value]} for value, n in listed.most_common()}
+
+
+def format_counts(by: str, counts: dict[str, dict[str, int]]) -> list[str]:
+    width = max([len(by), *(len(v) for v in counts)])
+    lines = [f"By {by} (original_tags.txt)", "", f"  {by.ljust(width)}  {'present':>8}  {'listed':>8}"]
+    lines += [f"  {value.ljust(width)}  {n['present']:>8,}  {n['listed']:>8,}" for value, n in counts.items()]
+    return lines
 
 
 __all__ = ["plural", "DatasetInfo", "ManifestCounts", "Tree", "dataset_info", "open_tree", "format_info"]

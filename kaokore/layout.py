@@ -5,7 +5,7 @@ switching agree on paths without a server or a filesystem in the way.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import UsageError
 from .metadata import SPLIT_NAMES, Item
@@ -15,6 +15,8 @@ DEFAULT_LAYOUT = "split"
 SPLITS = SPLIT_NAMES
 UNLABELED = "unlabeled"
 FLAT_FOLDER = "images_256"  # upstream's folder name, which existing loaders read
+SPLIT_CHOICES = (*SPLITS, UNLABELED)  # what --split selects
+TOP_FOLDERS = (*SPLITS, UNLABELED, FLAT_FOLDER)  # every layout's folders sit in these (class folders one level down)
 
 
 def check_layout(layout: str) -> str:
@@ -40,7 +42,7 @@ def image_path(item: Item, layout: str, classes: Mapping[str, Sequence[str]]) ->
     return f"{folder(item, layout, classes)}/{item.name}"
 
 
-def all_folders(layout: str, classes: Mapping[str, Sequence[str]]) -> list[str]:
+def layout_folders(layout: str, classes: Mapping[str, Sequence[str]]) -> list[str]:
     """Every folder that `layout` may put images in, whether or not it is used."""
     if layout == "flat":
         return [FLAT_FOLDER]
@@ -49,9 +51,9 @@ def all_folders(layout: str, classes: Mapping[str, Sequence[str]]) -> list[str]:
     return [f"{split}/{name}" for split in SPLITS for name in classes[layout]] + [UNLABELED]
 
 
-def every_folder(classes: Mapping[str, Sequence[str]]) -> set[str]:
+def any_layout_folders(classes: Mapping[str, Sequence[str]]) -> set[str]:
     """Every folder any layout may put images in: where leftovers of any earlier run can be."""
-    return {f for layout in LAYOUTS for f in all_folders(layout, classes)}
+    return {f for layout in LAYOUTS for f in layout_folders(layout, classes)}
 
 
 def candidate_paths(item: Item, classes: Mapping[str, Sequence[str]], layouts: Iterable[str] = LAYOUTS) -> list[str]:

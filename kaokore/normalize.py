@@ -7,9 +7,9 @@ re-encode loses a little.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageChops, UnidentifiedImageError
 
 SIZE = (256, 256)
 JPEG_QUALITY = 95
@@ -20,6 +20,7 @@ MAX_PIXELS = 16 * 1024 * 1024  # 4096x4096: times 12 threads still fits a laptop
 # refused unopened: Pillow would hand an EPS body to Ghostscript, and exotic
 # decoders are attack surface a face crop does not need.
 FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "JPEG2000")
+GRAY_TOLERANCE = 3
 
 
 class NotAnImage(ValueError):
@@ -40,6 +41,24 @@ class Normalized:
 
 
 def normalize(body: bytes) -> Normalized:
+    return _normalize(_decode(body), body)
+
+
+def normalize_found(data: bytes) -> Normalized:
+    """A file found on disk with no record of how it was made, normalized as if just fetched.
+
+    Upstream's download.py writes an RGB body as the server sent it but re-encodes a
+    grayscale one as an RGB JPEG: such a file holds the server's pixels, not its bytes,
+    so it is reported as converted (from "L") rather than passed off as the server's.
+    """
+    image = _decode(data)
+    result = _normalize(image, data)
+    if not result.converted and _is_gray(image):
+        return replace(result, converted=True, source_mode="L")
+    return result
+
+
+def _decode(body: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(body), formats=_formats())
         width, height = image.size
@@ -57,11 +76,21 @@ def normalize(body: bytes) -> Normalized:
         raise NotAnImage(f"body is not an image ({_describe(body)})") from None
     except Exception as exc:  # noqa: BLE001 - decoders given crafted bytes also raise struct.error, IndexError...
         raise NotAnImage(f"body is not a decodable image ({_describe(body)}): {exc}") from None
+    return image
 
+
+def _normalize(image: Image.Image, body: bytes) -> Normalized:
+    width, height = image.size
     mode = image.mode
     if image.format == "JPEG" and image.size == SIZE and mode == "RGB":
         return Normalized(body, width, height, mode, converted=False)
     return Normalized(_to_rgb_jpeg(image), width, height, mode, converted=True)
+
+
+def _is_gray(image: Image.Image) -> bool:
+    r, g, b = image.split()
+    # JPEG rounding can leave a grey pixel's channels a level or two apart; colour art is far more.
+    return all(ImageChops.difference(x, y).getextrema()[1] <= GRAY_TOLERANCE for x, y in ((r, g), (g, b)))
 
 
 def _formats() -> list[str]:

@@ -1,24 +1,28 @@
 """Planning: which images are already good on disk, which move, which must be fetched.
 
-Runs before any image request. Present files are trusted only after they match
-their manifest row (size, then SHA-256) or, with no row, decode as a finished
-256x256 RGB JPEG; anything else is deleted so that it is fetched afresh and
-never sits damaged under a final name.
+Runs before any image request, on what `directory.inspect` found. A present file
+is kept only after it matches its manifest row (size, then SHA-256) or, with no
+row, when DIR's version is positively known (`adopt`) and the file decodes as an
+image: then it is normalized in place, as if it had just been fetched. Anything
+else is deleted so that it is fetched afresh and never sits damaged under a final
+name.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
+from .directory import DatasetDir
 from .errors import DirectoryError, UsageError
-from .layout import SPLITS, UNLABELED, all_folders, candidate_paths, every_folder, image_path
+from .layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
 from .metadata import Item, Metadata, sha256
-from .normalize import is_normalized
-from .store import ManifestRow, file_sha256
-
-SPLIT_CHOICES = (*SPLITS, UNLABELED)
+from .normalize import ImageTooLarge, NotAnImage, normalize_found
+from .safefs import move_file, read_file, remove_file, remove_folder, write_file
+from .store import ManifestRow, StoreError, file_sha256
 
 
 @dataclass
@@ -27,6 +31,8 @@ class Plan:
     rows: dict[str, ManifestRow] = field(default_factory=dict)  # every good image on disk, selected or not
     already_present: int = 0  # of the selection
     relocated: int = 0
+    adopted: int = 0  # files with no manifest row kept as this version's images (of them, `converted` re-encoded)
+    adopted_converted: int = 0
     damaged: list[str] = field(default_factory=list)  # present but not the right bytes: deleted, fetched again
     unavailable: int = 0
     total: int = 0
@@ -60,101 +66,115 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
     return chosen
 
 
-def make_plan(root: Path, metadata: Metadata, layout: str, selection: Sequence[Item],
-              old_rows: Mapping[str, ManifestRow], force: bool = False) -> Plan:
+def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequence[Item],
+              force: bool = False, adopt: bool = False, note: Callable[[str], None] | None = None) -> Plan:
+    """Bring what DIR holds into `layout` and list what is left to fetch.
+
+    `adopt` says whether a file with no manifest row may be kept as the image of its
+    number: only when DIR's version is positively known, since image N of one version
+    is not image N of another.
+    """
+    root = d.root
     plan = Plan()
     selected = {item.index for item in selection}
     plan.unavailable = sum(1 for item in selection if not item.url)
     plan.total = len(selection) - plan.unavailable
     classes = metadata.classes
+    unknown: list[tuple[Item, str]] = []  # files with no row, to adopt or replace
     for item in metadata.downloadable:
         target = image_path(item, layout, classes)
-        row = old_rows.get(item.name)
-        is_selected = item.index in selected
-        found = _locate(root, item, row, target, classes)
-        if found is not None and row is not None and row.url != item.url:
+        row = d.manifest.get(item.name)
+        found = d.locate(item, classes, layout)
+        if found is None:
+            continue
+        if row is not None and row.url != item.url:
             # The file is the image of another URL (the metadata changed): never keep it under this name.
-            _unlink(root / found)
+            remove_file(root, found.rel)
             plan.damaged.append(item.name)
-            found = None
-        elif found is not None:
-            if found != target:
-                _move(root, found, target)
-                plan.relocated += 1
-            good = _check(root / target, item, row, target, layout)
-            if good is not None:
-                plan.rows[item.name] = good
-            elif is_selected:
-                # Deleted before the refetch, so a failed refetch leaves it absent, never damaged.
-                _unlink(root / target)
-                plan.damaged.append(item.name)
-            # A damaged image outside the selection is left for `verify` to report.
-        if not is_selected:
+            continue
+        if found.rel != target:
+            _move(root, found.rel, target)
+            plan.relocated += 1
+        if row is None:
+            unknown.append((item, target))
+        elif (good := _check(root, row, target, layout)) is not None:
+            plan.rows[item.name] = good
+        elif item.index in selected:
+            # Deleted before the refetch, so a failed refetch leaves it absent, never damaged.
+            remove_file(root, target)
+            plan.damaged.append(item.name)
+        # A damaged image with a row outside the selection is left for `verify` to report.
+    if adopt and len(unknown) > 100 and note is not None:
+        note(f"kaokore: reading {len(unknown)} images in {root} that have no manifest row (once)")
+    for (item, target), good in zip(unknown, _adopt_all(root, unknown, layout) if adopt else repeat(None)):
+        if good is not None:
+            plan.rows[item.name] = good
+            plan.adopted += 1
+            plan.adopted_converted += bool(good.converted)
+        else:
+            # Not known to be this version's image N, or not an image: it must not stay under this name.
+            remove_file(root, target)
+            plan.damaged.append(item.name)
+    for item in selection:
+        if not item.url:
             continue
         if item.name in plan.rows and not force:
             plan.already_present += 1
         else:
-            plan.fetch.append((item, target))
+            plan.fetch.append((item, image_path(item, layout, classes)))
     if plan.relocated:
         _remove_empty_folders(root, layout, classes)
     return plan
 
 
-def _locate(root: Path, item: Item, row: ManifestRow | None, target: str, classes) -> str | None:
-    candidates = candidate_paths(item, classes)
-    # The manifest is a file in the user's folder: its path is trusted only where a layout could
-    # put the image, or a crafted row would have us move and delete files outside DIR.
-    if row is not None and row.path in candidates and (root / row.path).is_file():
-        return row.path
-    # The target first: after an interrupted layout switch, both places may hold the image.
-    for candidate in [target, *(p for p in candidates if p != target)]:
-        if (root / candidate).is_file():
-            return candidate
-    return None
+def _adopt_all(root: Path, unknown: list[tuple[Item, str]], layout: str) -> list[ManifestRow | None]:
+    """Adopt files in parallel: a whole upstream tree is ~10,000 decodes and ~2,000 re-encodes,
+    and Pillow releases the GIL while it decodes and encodes."""
+    if len(unknown) < 2:
+        return [_adopt(root, item, rel, layout) for item, rel in unknown]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda job: _adopt(root, job[0], job[1], layout), unknown))
 
 
-def _check(path: Path, item: Item, row: ManifestRow | None, rel: str, layout: str) -> ManifestRow | None:
-    """The manifest row for a file on disk, if the file is good; None if it is damaged."""
-    if row is not None:
-        try:
-            if path.stat().st_size != row.bytes or file_sha256(path) != row.sha256:
-                return None
-        except OSError:
-            return None
-        return replace(row, path=rel, layout=layout)
-    # No row: a run that crashed before saving its manifest, or files from another tool.
+def _check(root: Path, row: ManifestRow, rel: str, layout: str) -> ManifestRow | None:
+    """The manifest row for a file on disk, if the file is the one the row describes."""
     try:
-        data = path.read_bytes()
+        if (root / rel).stat().st_size != row.bytes or file_sha256(rel, root=root) != row.sha256:
+            return None
     except OSError:
         return None
-    if not is_normalized(data):
+    return replace(row, path=rel, layout=layout)
+
+
+def _adopt(root: Path, item: Item, rel: str, layout: str) -> ManifestRow | None:
+    """A file kaokore has no record of (upstream's download.py, or a run that crashed before
+    its manifest), kept as this image and normalized in place: upstream stored RGB bodies
+    as the server sent them, 200x200 ones included, so they need no second request."""
+    try:
+        data = read_file(root, rel)
+        image = normalize_found(data)
+    except (OSError, NotAnImage, ImageTooLarge):
         return None
-    return ManifestRow(item.name, rel, item.url, sha256(data), len(data),
-                       None, None, "", None, layout)
+    if image.converted and image.data != data:
+        try:
+            write_file(root, rel, image.data)
+        except OSError as exc:
+            raise StoreError(f"cannot rewrite {str(root / rel)!r}: {exc.strerror or exc}") from None
+    return ManifestRow(item.name, rel, item.url, sha256(image.data), len(image.data), image.source_width,
+                       image.source_height, image.source_mode, image.converted, layout, origin="adopted")
 
 
 def _move(root: Path, found: str, target: str) -> None:
     try:
-        (root / target).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(root / found, root / target)
+        move_file(root, found, target)
     except OSError as exc:
         raise DirectoryError(f"cannot move {found} to {target} under {str(root)!r}: {exc.strerror or exc}") from None
 
 
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
 def _remove_empty_folders(root: Path, layout: str, classes) -> None:
     """After a layout switch, the old layout's folders are left empty; remove those, and only those."""
-    keep = set(all_folders(layout, classes))
-    old = every_folder(classes) - keep
+    keep = set(layout_folders(layout, classes))
+    old = any_layout_folders(classes) - keep
     parents = {f.split("/")[0] for f in old if "/" in f} - keep
     for folder in sorted(old | parents, key=lambda f: f.count("/"), reverse=True):
-        try:
-            (root / folder).rmdir()
-        except OSError:
-            pass
+        remove_folder(root, folder)

@@ -11,18 +11,17 @@ fork and the spawn start methods.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
 from .downloader import download as _download
 from .errors import UsageError
-from .layout import LAYOUTS
-from .store import read_state
+
 # The index is framework-free; kaokore.tensorflow imports TensorFlow only inside load().
 from .index import MissingFramework, MissingImagesWarning, read_index
-from .versions import VERSIONS
 
 try:
     import torch
@@ -45,6 +44,11 @@ class KaoKore(Dataset):
     `classes`. Labelled images missing from disk are left out and reported in one
     `MissingImagesWarning`.
 
+    `category` may also name a closed set of original_tags.txt: orientation, holder or
+    fine_status. `attributes=True` makes each item (image, label, attributes), the
+    attributes a dict of the image's original_tags.txt in English (name, work, holder,
+    orientation, period, tags, ...).
+
     `download=True` first runs `kaokore.download(root, **download_options)`, which
     fetches only what is missing and keeps the layout and version the tree already has.
     """
@@ -52,13 +56,14 @@ class KaoKore(Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", category: str = "gender",
                  transform: Callable[[Image.Image], Any] | None = None,
                  target_transform: Callable[[int], Any] | None = None,
-                 download: bool = False, **download_options: Any):
+                 download: bool = False, attributes: bool = False, **download_options: Any):
         if download:
             _download_into(root, download_options)
         elif download_options:
             raise TypeError(f"download options {sorted(download_options)} given without download=True")
-        index = read_index(root, split, category)
+        index = read_index(root, split, category, attributes=attributes)
         index.warn_missing(stacklevel=2)
+        self.attributes: list[dict] | None = list(index.attributes) if attributes else None
         self.root = index.root
         self.split = split
         self.category = category
@@ -81,6 +86,8 @@ class KaoKore(Dataset):
             image = self.transform(image)
         if self.target_transform is not None:
             target = self.target_transform(target)
+        if self.attributes is not None:
+            return image, target, self.attributes[i]
         return image, target
 
     def __repr__(self) -> str:
@@ -100,18 +107,10 @@ class KaoKore(Dataset):
 
 
 def _download_into(root, options: dict) -> None:
-    # A rerun must not move a tree to the default layout or trip over another version's
-    # refusal: unless told otherwise, download what the tree already is.
+    # kaokore.download completes a tree in the version and layout it already has.
     if "dir" in options:
         raise UsageError("pass the directory as root, not as dir=")
-    root = Path(os.path.expanduser(os.fspath(root)))
-    state = read_state(root)
-    options = dict(options)
-    if "layout" not in options and state.get("layout") in LAYOUTS:
-        options["layout"] = state["layout"]
-    if "dataset_version" not in options and state.get("dataset_version") in VERSIONS:
-        options["dataset_version"] = state["dataset_version"]
-    _download(root, **options)
+    _download(Path(os.path.expanduser(os.fspath(root))), **options)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
+from . import defaults
 from . import metadata as md
+from .describe import HF_METADATA
+from .directory import open_tree
 from .errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
-from .layout import SPLITS, all_folders, image_path
+from .fingerprint import dataset_fingerprint
+from .layout import SPLITS, image_path, layout_folders
+from .lock import refuse_while_held
 from .normalize import is_normalized
 from .plan import select
+from .safefs import read_file
 from .store import MANIFEST, ManifestRow
-from .tree import open_tree
-from .versions import METADATA_FILES, Version, get_version, identify_version
-
+from .versions import METADATA_FILES, Version, get_version
 
 PROBLEMS_SHOWN = 20  # per kind, in the text report
 
@@ -39,6 +43,7 @@ class VerifyReport:
     expected: int = 0
     intact: int = 0
     problems: list[Problem] = field(default_factory=list)
+    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.fingerprint), to compare copies
 
     @property
     def ok(self) -> bool:
@@ -67,6 +72,7 @@ class VerifyReport:
         if shown.get("missing", 0) > per_kind:
             lines.append("(checking a --split/--limit download? pass the same --split/--limit to verify)")
         lines.append(self.line())
+        lines.append(f"kaokore verify fingerprint: {self.fingerprint}")
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict:
@@ -76,18 +82,19 @@ class VerifyReport:
         return doc
 
 
-def verify(dir: str | os.PathLike = "kaokore", dataset_version: str | Version | None = None,
+def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version | None = None,
            splits: Iterable[str] | None = None, limit: int | None = None) -> VerifyReport:
     """Check every image the version lists: present where the layout puts it,
     matching its manifest SHA-256, decoding as a 256x256 RGB JPEG; and nothing else in the image folders."""
+    refuse_while_held(dir)  # a tree being downloaded is half written: any verdict would be wrong
     tree = open_tree(dir)
     root, meta, state, rows, layout = tree.root, tree.meta, tree.state, tree.manifest, tree.layout
     files = meta.files
-    if dataset_version is None and state.get("metadata_pinned") is False:
+    version = _version(tree, dataset_version)
+    if version is None:
         # Downloaded from --metadata-dir: DIR's own metadata is the reference, there is no pin to hold it to.
         report = VerifyReport(str(root), str(state.get("dataset_version", "custom")), layout, metadata_pinned=False)
     else:
-        version = _version(files, state, dataset_version)
         report = VerifyReport(str(root), version.name, layout)
         for name in METADATA_FILES:
             if md.sha256(files[name]) != version.sha256[name]:
@@ -103,24 +110,32 @@ def verify(dir: str | os.PathLike = "kaokore", dataset_version: str | Version | 
         else:
             report.intact += 1
     report.problems.extend(_strays(root, layout, meta))
+    report.fingerprint = dataset_fingerprint(rows.values())
     return report
 
 
-def _version(files, state: dict, requested: str | Version | None) -> Version:
+def _version(tree, requested: str | Version | None) -> Version | None:
+    """The version DIR's metadata is held to: the one asked for, else the one DIR is known to hold.
+    None: DIR was downloaded from the user's own metadata, which has no pin."""
     if isinstance(requested, Version):
         return requested
-    name = requested or state.get("dataset_version")
-    if name:
-        return get_version(name)
-    version = identify_version(md.sha256(files["urls.txt"]))
-    if version is None:
-        raise UsageError("cannot tell which version DIR holds; pass --dataset_version")
-    return version
+    known = tree.version
+    if requested is not None:
+        asked = get_version(requested)
+        if known is not None and known.name != asked.name and tree.dir.pinned:
+            raise UsageError(f"{tree.root} holds KaoKore {known.name} ({tree.dir.evidence}), not {asked.name}")
+        return asked
+    if tree.state.get("metadata_pinned") is False:
+        return None
+    if known is None:
+        raise UsageError(f"cannot tell which KaoKore version {tree.root} holds ({tree.dir.evidence}); "
+                         "pass --dataset_version")
+    return known
 
 
 def _check_image(root: Path, item: md.Item, rel: str, row: ManifestRow | None) -> Problem | None:
     try:
-        data = (root / rel).read_bytes()
+        data = read_file(root, rel)  # never through a link leading outside DIR
     except FileNotFoundError:
         return Problem(item.name, "missing", f"expected at {rel}")
     except OSError as exc:
@@ -142,7 +157,7 @@ def _os_litter(name: str) -> bool:
 def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
     """Files in the image folders that the version does not list there."""
     expected = {image_path(i, layout, meta.classes) for i in meta.downloadable}
-    folders = set(all_folders(layout, meta.classes))
+    folders = set(layout_folders(layout, meta.classes))
     if layout in ("gender", "status"):
         folders |= set(SPLITS)  # hold only class folders
     problems = []
@@ -155,6 +170,8 @@ def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
             rel = f"{folder}/{entry.name}"
             if rel in expected or rel in folders or _os_litter(entry.name):
                 continue
+            if entry.name == HF_METADATA and "/" not in folder:
+                continue  # kaokore's own: what `datasets` reads in place of folder-name labels
             problems.append(Problem(rel, "stray", "not part of the dataset in this layout"))
     return problems
 

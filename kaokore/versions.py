@@ -6,9 +6,9 @@ than a silently different dataset.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 UPSTREAM_COMMIT = "2a1217883a2e86586b5cabe58f9e358b16ab6f33"
 UPSTREAM_BASE_URL = f"https://raw.githubusercontent.com/rois-codh/kaokore/{UPSTREAM_COMMIT}"
@@ -89,11 +89,3 @@ def get_version(name: str) -> Version:
     except KeyError:
         known = ", ".join(VERSIONS)
         raise UsageError(f"unknown dataset version {name!r} (known: {known})") from None
-
-
-def identify_version(urls_sha256: str) -> Version | None:
-    """Which pinned version a urls.txt belongs to, judged by its digest."""
-    for version in VERSIONS.values():
-        if version.sha256["urls.txt"] == urls_sha256:
-            return version
-    return None

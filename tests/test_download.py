@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import image_files, jpeg_info, make_synthetic, run_cli
+from helpers import image_files, jpeg_info, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore

@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from helpers import image_files, make_synthetic, run_cli
+
 import kaokore
-from conftest import image_files, make_synthetic, run_cli
 from kaokore.errors import DirectoryError, UsageError
 from kaokore.info import dataset_info
 from kaokore.preview import BAND, EMPTY_TILE, contact_sheet, geometry, plan_sheet, render, sheet_size
@@ -51,7 +52,7 @@ def test_info_counts_match_labels_csv_and_the_tree(tree):
     assert info.unlabeled_expected == info.unlabeled_present == 3
     assert info.unlabeled_present == len(list((root / "unlabeled").iterdir()))
     for split in SPLITS:
-        assert info.split_present[split] == len(list((root / split).iterdir()))
+        assert info.split_present[split] == len(list((root / split).glob("*.jpg")))  # metadata.jsonl is no image
     assert info.no_url == 1  # image 9: a label row, no URL
     for category in ("gender", "status"):
         assert info.labels[category] == expected_table(synth.labels, category)
@@ -114,7 +115,7 @@ def test_info_json_is_the_same_data(tree, capsys):
 def test_info_recognizes_pinned_metadata(srv, tmp_path, monkeypatch):
     synth = make_synthetic(srv, tmp_path / "src", n=8)
     version = synth.version()
-    monkeypatch.setattr("kaokore.info.identify_version", lambda digest: version)
+    monkeypatch.setattr("kaokore.versions.VERSIONS", {"1.0": version})
     root = tmp_path / "data"
     kaokore.download(root, dataset_version=version, metadata_dir=synth.meta_dir, quiet=True)
     info = dataset_info(root)
@@ -126,7 +127,8 @@ def test_info_refuses_a_directory_without_a_download(tmp_path, capsys):
     with pytest.raises(DirectoryError):
         dataset_info(tmp_path)
     code, out, err = run_cli(capsys, "info", "--dir", str(tmp_path / "nope"))
-    assert code == 2 and out == "" and err.count("\n") == 1 and "not a directory" in err
+    assert code == 2 and out == "" and err.count("\n") == 1 and "does not exist" in err
+    assert f"run `kaokore download --dir {tmp_path / 'nope'}` first" in err
 
 
 # ---- preview -------------------------------------------------------------------------------------
@@ -267,7 +269,7 @@ def test_note_tells_a_partial_download_from_an_absent_class(tree):
 
 
 def test_preview_refuses_a_non_png_name(tmp_path, capsys):
-    from conftest import run_cli
+    from helpers import run_cli
 
     code, _, err = run_cli(capsys, "preview", "--dir", str(tmp_path), "--out", str(tmp_path / "sheet.jpg"))
     assert code == 2 and ".png" in err and not (tmp_path / "sheet.jpg").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import make_synthetic
+from helpers import make_synthetic
 from iiif_server import FakeIIIF
 
 import kaokore

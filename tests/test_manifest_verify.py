@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import image_files, jpeg_info, run_cli
+from helpers import image_files, jpeg_info, run_cli
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
@@ -72,7 +72,7 @@ def test_verify_json_and_other_problems(synth, tree, capsys):
     (tree / "train" / "stray.txt").write_text("not an image")
     # A correct-looking file whose manifest row was lost is reported too.
     lines = (tree / "manifest.csv").read_text().splitlines()
-    (tree / "manifest.csv").write_text("\n".join(l for l in lines if not l.startswith(first)) + "\n")
+    (tree / "manifest.csv").write_text("\n".join(line for line in lines if not line.startswith(first)) + "\n")
     (tree / "labels.metadata.ja.txt").write_bytes(b"tampered")
 
     code, out, _ = run_cli(capsys, "verify", "--dir", str(tree), "--json", "--dataset_version", "1.0")
@@ -152,19 +152,37 @@ def test_leftover_temporaries_are_swept(srv, synth, tree):
     assert not leftover.exists()
 
 
-def test_a_foreign_file_under_a_final_name_is_replaced_not_trusted(srv, synth, tree):
-    """Files with no manifest row (e.g. from upstream's script, 200x200) are fetched again."""
+def test_a_file_with_no_row_in_a_tree_of_known_version_is_normalized_in_place(srv, synth, tree):
+    """Files with no manifest row (e.g. upstream's script left a 200x200 one) are the version's
+    own images when DIR's version is known: normalized from disk, not fetched again."""
     rows = manifest(tree)
     name = sorted(rows)[2]
     from PIL import Image
 
-    Image.new("RGB", (200, 200)).save(tree / rows[name]["path"])
+    Image.new("RGB", (200, 200), (10, 120, 40)).save(tree / rows[name]["path"])
     lines = (tree / "manifest.csv").read_text().splitlines()
-    (tree / "manifest.csv").write_text("\n".join(l for l in lines if not l.startswith(name)) + "\n")
+    (tree / "manifest.csv").write_text("\n".join(line for line in lines if not line.startswith(name)) + "\n")
     srv.reset_stats()
-    kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
-    assert len(srv.request_log) == 1
+    summary = kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert srv.request_log == [] and summary.adopted == 1
     assert jpeg_info(tree / rows[name]["path"]) == ("JPEG", (256, 256), "RGB")
+    row = manifest(tree)[name]
+    assert (row["origin"], row["converted"], row["source_width"]) == ("adopted", "true", "200")
+    assert kaokore.verify(tree).ok
+
+
+def test_a_file_with_no_row_is_replaced_when_its_metadata_changed(srv, synth, tree):
+    """The user's own metadata changed since DIR was made: a file with no record is not known to be image N."""
+    rows = manifest(tree)
+    name = sorted(rows)[2]
+    (tree / rows[name]["path"]).write_bytes((tree / rows[sorted(rows)[3]]["path"]).read_bytes())
+    lines = (tree / "manifest.csv").read_text().splitlines()
+    (tree / "manifest.csv").write_text("\n".join(line for line in lines if not line.startswith(name)) + "\n")
+    synth.rewrite("urls.txt", synth.files["urls.txt"] + b"\n")  # the same URLs, but not the same file
+    srv.reset_stats()
+    summary = kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True)
+    assert summary.adopted == 0 and summary.damaged == 1 and len(srv.request_log) == 1
+    assert (tree / rows[name]["path"]).read_bytes() == srv.expected_bytes(rows[name]["url"])
 
 
 def test_a_crafted_manifest_path_cannot_touch_files_outside_dir(srv, synth, tree):
@@ -225,7 +243,7 @@ def test_a_torn_journal_line_does_not_swallow_the_next_row(tmp_path):
 
 def test_hand_edited_state_and_manifest_do_not_crash_verify(synth, tree, capsys):
     (tree / "kaokore.json").write_text('{"dataset_version": ["1.0"], "layout": 3, "metadata_pinned": false}')
-    text = (tree / "manifest.csv").read_text().replace(",split\n", ",bogus\n", 1)
+    text = (tree / "manifest.csv").read_text().replace(",split,fetched\n", ",bogus,fetched\n", 1)
     (tree / "manifest.csv").write_text(text)
     code, out, err = run_cli(capsys, "verify", "--dir", str(tree))
     assert "Traceback" not in err
@@ -259,8 +277,9 @@ def test_a_bare_rerun_resumes_the_layout_and_version_dir_holds(srv, synth, tmp_p
 
 
 def test_verify_of_a_smoke_tree_caps_its_lines_and_says_why(srv, synth, tmp_path, capsys):
+    from helpers import make_synthetic
+
     from kaokore.verifier import PROBLEMS_SHOWN
-    from conftest import make_synthetic
 
     big = make_synthetic(srv, tmp_path / "big", n=60, blank=(), unlabeled=())
     root = tmp_path / "smoke"

@@ -1,0 +1,293 @@
+"""The dataset directory: which version DIR holds, in which layout, and where image N is.
+
+Every command reads DIR through here (download's planning, verify, info, preview and
+both loaders), so they cannot disagree about a tree. The answer is drawn from all the
+evidence DIR holds: kaokore.json, the manifest, the SHA-256 of urls.txt, labels.csv and
+original_tags.txt against the pins of every version, and the folders that hold images.
+A tree made by upstream's download.py (images_256/ and four metadata copies, no
+urls.txt, no kaokore.json) is recognised by its labels.csv.
+
+Image N of one version is not image N of another, so "cannot tell" is an answer
+here: a caller must then refuse to keep files it has no record of.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hints, versions
+from . import metadata as md
+from .errors import DirectoryError, UsageError
+from .layout import DEFAULT_LAYOUT, FLAT_FOLDER, LAYOUTS, SPLITS, TOP_FOLDERS, candidate_paths, image_path
+from .safefs import read_file, scan
+from .store import ManifestRow, read_manifest, read_state
+from .versions import DEFAULT_VERSION, METADATA_FILES, Version, get_version
+
+# The files whose bytes tell one version from another, strongest first: urls.txt decides
+# which image N is; labels.csv and original_tags.txt are what upstream's download.py copies.
+IDENTIFYING_FILES = ("urls.txt", "labels.csv", "original_tags.txt")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file at a place where some layout puts an image."""
+
+    rel: str  # relative to DIR, '/' separators
+    row: ManifestRow | None  # None: an image kaokore has no record of (another tool's, or a run that crashed)
+
+
+@dataclass(frozen=True)
+class DatasetDir:
+    """What a dataset directory holds, as far as its files tell."""
+
+    root: Path
+    state: Mapping  # kaokore.json (only the keys of the expected types)
+    manifest: Mapping[str, ManifestRow]
+    files: Mapping[str, bytes]  # the metadata copies present at the root
+    version: Version | None  # the version DIR positively holds; None when it cannot tell
+    evidence: str  # how the version was told, or why it could not be
+    layout: str
+    image_files: frozenset[str]  # every NNNNNNNN.jpg in a folder some layout uses, relative to DIR
+
+    @property
+    def holds_images(self) -> bool:
+        """Whether DIR has images (or a record of them) that belong to some version."""
+        return bool(self.image_files or self.manifest)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether every metadata copy is byte for byte the pinned file of DIR's version."""
+        return self.version is not None and all(
+            name in self.files and md.sha256(self.files[name]) == digest
+            for name, digest in self.version.sha256.items())
+
+    def locate(self, item: md.Item, classes: Mapping[str, Sequence[str]], layout: str | None = None) -> Found | None:
+        """Where image `item` is, if anywhere a layout puts it: `layout`'s place first (by
+        default DIR's own), since after an interrupted layout switch it may be in two places.
+        `Found.row` is the manifest's record of the image, if it has one: whether the file is
+        that record's bytes is for the caller to check."""
+        row = self.manifest.get(item.name)
+        candidates = candidate_paths(item, classes)
+        order = [image_path(item, layout or self.layout, classes)]
+        # The manifest is a file in the user's folder: its path is trusted only where a
+        # layout could put the image, or a crafted row would have us read or move anything.
+        if row is not None and row.path in candidates:
+            order.append(row.path)
+        order += candidates
+        for rel in dict.fromkeys(order):
+            if rel in self.image_files:
+                return Found(rel, row)
+        return None
+
+    def path(self, item: md.Item, classes: Mapping[str, Sequence[str]]) -> Path:
+        """Where this layout puts `item`, present or not."""
+        return self.root / image_path(item, self.layout, classes)
+
+
+def inspect(dir: str | os.PathLike) -> DatasetDir:
+    """Read what DIR holds. A missing DIR is an empty one; nothing is written."""
+    root = Path(dir)
+    if root.exists() and not root.is_dir():
+        raise DirectoryError(f"cannot use {str(root)!r} as the dataset directory: it is a file")
+    files = {}
+    for name in METADATA_FILES:
+        try:
+            files[name] = read_file(root, name)  # a link leading outside DIR reads as absent
+        except OSError:
+            continue
+    state = read_state(root)
+    manifest = read_manifest(root)
+    image_files = frozenset(_scan_images(root))
+    version, evidence = _identify(files, state)
+    layout = _detect_layout(state, manifest, image_files)
+    return DatasetDir(root, state, manifest, files, version, evidence, layout, image_files)
+
+
+def _scan_images(root: Path) -> set[str]:
+    """One directory listing per folder, not one stat per image: a full tree is ~10,000 files.
+    A folder that is a symbolic link leading outside DIR is not read: what is there is not DIR's."""
+    found: set[str] = set()
+    for top in TOP_FOLDERS:
+        for entry in scan(root, top):
+            if md.IMAGE_NAME.fullmatch(entry.name) and entry.is_file:
+                found.add(f"{top}/{entry.name}")
+            elif top != FLAT_FOLDER and (entry.is_dir or entry.is_link):
+                sub = f"{top}/{entry.name}"
+                found.update(f"{sub}/{e.name}" for e in scan(root, sub)
+                             if md.IMAGE_NAME.fullmatch(e.name) and e.is_file)
+    return found
+
+
+def _identify(files: Mapping[str, bytes], state: Mapping) -> tuple[Version | None, str]:
+    """The version DIR holds, judged by its files' pins first and its state file second."""
+    pinned_as: dict[str, str] = {}
+    for name in IDENTIFYING_FILES:
+        if name in files:
+            digest = md.sha256(files[name])
+            for version in versions.VERSIONS.values():
+                if version.sha256[name] == digest:
+                    pinned_as[name] = version.name
+    said = state.get("dataset_version") if state.get("dataset_version") in versions.VERSIONS else None
+    names = set(pinned_as.values())
+    if len(names) > 1:
+        parts = ", ".join(f"{n} is {v}'s" for n, v in pinned_as.items())
+        return None, f"its metadata files belong to different versions ({parts})"
+    if names:
+        (name,) = names
+        source = next(n for n in IDENTIFYING_FILES if n in pinned_as)
+        if said and said != name:
+            return None, f"kaokore.json says {said} but {source} is {name}'s"
+        return versions.VERSIONS[name], f"{source} is the pinned copy of {name}"
+    if said:
+        recorded = state.get("metadata_sha256") or {}
+        changed = "urls.txt" in files and recorded.get("urls.txt") != md.sha256(files["urls.txt"])
+        if isinstance(recorded, dict) and changed:
+            return None, f"kaokore.json says {said}, but urls.txt has changed since it was written"
+        # Custom metadata (--metadata-dir), or pinned copies since deleted or edited: the state is our record.
+        return versions.VERSIONS[said], f"kaokore.json says {said}"
+    if not files:
+        return None, "it has no metadata files (labels.csv, urls.txt, ...) and no kaokore.json"
+    return None, "none of its metadata files matches a pinned version and it has no kaokore.json"
+
+
+def _detect_layout(state: Mapping, manifest: Mapping[str, ManifestRow], image_files: frozenset[str]) -> str:
+    """The state file says; failing that the manifest, and failing that where the images are.
+    An images_256/ tree with no state file is upstream's, which is the flat layout."""
+    if state.get("layout") in LAYOUTS:
+        return state["layout"]
+    if manifest:
+        return Counter(r.layout for r in manifest.values()).most_common(1)[0][0]
+    folders = Counter(rel.rsplit("/", 1)[0] for rel in image_files)
+    if any(f == FLAT_FOLDER for f in folders):
+        return "flat"
+    # train/male/... or train/noble/...: which category is judged by the class folder names
+    class_folders = {f.split("/")[1] for f in folders if f.count("/") == 1 and f.split("/")[0] in SPLITS}
+    if class_folders & {"male", "female"}:
+        return "gender"
+    if class_folders:
+        return "status"
+    return DEFAULT_LAYOUT
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a download will make of DIR."""
+
+    version: Version
+    layout: str
+    adopt: bool  # whether files with no manifest row may be kept as this version's images
+
+
+def resolve(d: DatasetDir, dataset_version: str | Version | None, layout: str | None,
+            custom_files: Mapping[str, bytes] | None = None) -> Resolved:
+    """The version and layout a download completes DIR in, or a one-line refusal.
+
+    A recognised tree is completed in its own version; an explicit version that
+    contradicts it is refused. A tree holding images of a version nobody can tell
+    is refused unless the user names the version.
+    """
+    def named(name: str) -> Version:
+        # A caller's own registry entry (tests, benchmarks, mirrors) is taken as it is.
+        return dataset_version if isinstance(dataset_version, Version) else get_version(name)
+
+    requested = dataset_version.name if isinstance(dataset_version, Version) else dataset_version
+    if requested is not None:
+        named(requested)  # an unknown name is a usage error before anything else
+    custom = _custom_version(custom_files)
+    if custom is not None and requested is not None and custom.name != requested:
+        raise UsageError(f"the --metadata-dir files are KaoKore {custom.name}'s, not {requested}'s; "
+                         f"pass --dataset_version {custom.name}")
+    requested = requested or (custom.name if custom else None)
+    where = str(d.root)
+    if d.version is not None:
+        if requested is not None and requested != d.version.name:
+            raise UsageError(f"{where} holds KaoKore {d.version.name} ({d.evidence}), not {requested}; "
+                             f"use another --dir for {requested}")
+        version = named(d.version.name)
+        # With the user's own metadata, a file with no row is this version's image N only
+        # if the metadata is the one DIR was made with.
+        adopt = custom_files is None or _same_urls(d, custom_files)
+    elif d.holds_images:
+        if requested is None:
+            raise UsageError(f"cannot tell which KaoKore version {where} holds ({d.evidence}); "
+                             f"pass --dataset_version")
+        version = named(requested)
+        adopt = True  # the user has said which version the images are
+    else:
+        version = named(requested or DEFAULT_VERSION)
+        adopt = False  # nothing to adopt
+    chosen = layout or (d.layout if d.holds_images or d.state.get("layout") in LAYOUTS else DEFAULT_LAYOUT)
+    return Resolved(version, chosen, adopt)
+
+
+def _custom_version(files: Mapping[str, bytes] | None) -> Version | None:
+    """The pinned version the user's --metadata-dir files are, if they are one."""
+    if files is None or "urls.txt" not in files:
+        return None
+    digest = md.sha256(files["urls.txt"])
+    return next((v for v in versions.VERSIONS.values() if v.sha256["urls.txt"] == digest), None)
+
+
+def _same_urls(d: DatasetDir, files: Mapping[str, bytes]) -> bool:
+    if "urls.txt" in d.files:
+        return d.files["urls.txt"] == files.get("urls.txt")
+    return d.version is not None and md.sha256(files.get("urls.txt", b"")) == d.version.sha256["urls.txt"]
+
+
+# ---- reading a complete tree (verify, info, preview) ---------------------------------------------
+
+@dataclass(frozen=True)
+class Tree:
+    """A dataset directory with its metadata parsed and the images that are where its layout puts them."""
+
+    dir: DatasetDir
+    meta: md.Metadata
+    present: frozenset[str]  # names of images found at the path the layout gives them
+
+    @property
+    def root(self) -> Path:
+        return self.dir.root
+
+    @property
+    def layout(self) -> str:
+        return self.dir.layout
+
+    @property
+    def state(self) -> Mapping:
+        return self.dir.state
+
+    @property
+    def manifest(self) -> Mapping[str, ManifestRow]:
+        return self.dir.manifest
+
+    @property
+    def version(self) -> Version | None:
+        return self.dir.version
+
+    def path(self, item: md.Item) -> Path:
+        return self.dir.path(item, self.meta.classes)
+
+
+def open_tree(dir: str | os.PathLike) -> Tree:
+    """Read DIR for `verify`, `info` and `preview`: all five metadata copies must be there."""
+    d = inspect(dir)
+    root = d.root
+    if not root.exists():
+        raise DirectoryError(f"{str(root)!r} does not exist; {hints.download_first(root)}")
+    if not root.is_dir():
+        raise DirectoryError(f"{str(root)!r} is not a directory")
+    if not d.files:
+        raise DirectoryError(f"{str(root)!r} holds no KaoKore metadata (urls.txt, labels.csv, ...); "
+                             f"{hints.download_first(root)}")
+    missing = [name for name in METADATA_FILES if name not in d.files]
+    if missing:
+        what = "a tree from upstream's download.py" if d.image_files and "urls.txt" in missing else "incomplete"
+        raise DirectoryError(f"{str(root)!r} lacks {', '.join(missing)} ({what}); "
+                             f"{hints.command('download', root)} completes it")
+    meta = md.parse(d.files, pinned=d.pinned)
+    present = frozenset(item.name for item in meta.downloadable
+                        if image_path(item, d.layout, meta.classes) in d.image_files)
+    return Tree(d, meta, present)
