@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import image_files, make_synthetic, run_cli
+from helpers import image_files, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
@@ -151,7 +151,8 @@ def test_remote_metadata_not_matching_its_pin_is_exit_2_and_nothing_is_fetched(s
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "labels.csv" in err and "SHA-256 mismatch" in err
     assert all(path.startswith("/meta/") for _, path in srv.request_log)  # no image was requested
-    assert [p.name for p in root.iterdir()] == []  # not even the files that did match
+    # Not even the files that did match; only the run lock, which stays in DIR for good.
+    assert [p.name for p in root.iterdir() if p.name != ".kaokore.lock"] == []
     assert snapshot(tmp_path, root) == before
 
     srv.set_file("/meta/dataset/labels.csv", synth.files["labels.csv"])  # the control: the pinned bytes work
@@ -241,16 +242,17 @@ def test_a_full_disk_stops_the_run_with_one_line_instead_of_failing_every_image(
     synth = make_synthetic(srv, tmp_path, n=200, blank=(), unlabeled=())
     written = []
 
-    def disk_fills_up(path, data, durable=False):
-        if len(written) >= 5 and path.suffix == ".jpg":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        written.append(path)
-        real_atomic_write(path, data, durable)
+    def disk_fills_up(root, rel, data, durable=False):
+        if rel.endswith(".jpg"):
+            if len(written) >= 5:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(rel)
+        real_write_file(root, rel, data, durable)
 
-    import kaokore.fetch
+    import kaokore.store
 
-    real_atomic_write = kaokore.fetch.atomic_write
-    monkeypatch.setattr(kaokore.fetch, "atomic_write", disk_fills_up)
+    real_write_file = kaokore.store.write_file
+    monkeypatch.setattr(kaokore.store, "write_file", disk_fills_up)
     code, out, err = run_cli(capsys, "download", "--dir", str(tmp_path / "d"), "--metadata-dir",
                              str(synth.meta_dir), "--quiet", "--json")
     assert code == EXIT_USAGE

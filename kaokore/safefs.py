@@ -1,0 +1,298 @@
+"""File operations under DIR that never reach outside it through a symbolic link.
+
+The rule: a symbolic link under DIR is followed only when it leads back inside DIR
+(it can then reach nothing that is not DIR's own); one that leads outside DIR, or
+nowhere, is never followed. `check_dir` refuses such a link among DIR's folders and
+root files before a run writes anything. The operations below also hold to the rule
+by themselves, whatever `check_dir` saw: a path is resolved first, then its folders
+are opened one component at a time from DIR without following links, and the file
+itself is created with O_EXCL|O_NOFOLLOW and replaced, moved or deleted by name
+inside that folder (which acts on a link itself, never on what it points to). A link
+planted or swapped in while a run goes can make one operation fail, never redirect it.
+
+DIR itself may be a symbolic link: it is the path the user chose.
+Paths relative to DIR are given with '/' separators.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import DirectoryError
+
+TMP_SUFFIX = ".kaokore-tmp"
+LEADS_OUTSIDE = "a symbolic link leading outside DIR"
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+# Without *at() calls (Windows) paths are resolved and checked, then used by name: the
+# check still refuses links leading outside, but a link swapped in between is not caught.
+_AT = (hasattr(os, "O_DIRECTORY") and bool(_NOFOLLOW) and os.scandir in os.supports_fd
+       and {os.open, os.mkdir, os.rmdir, os.unlink, os.rename, os.stat} <= os.supports_dir_fd)
+
+Pathish = str | os.PathLike
+
+
+class OutsideDir(DirectoryError):
+    """A folder or root file of DIR is a symbolic link leading outside it: nothing is done there."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A name in a folder under DIR and what it is itself (links are not followed)."""
+
+    name: str
+    is_file: bool
+    is_dir: bool
+    is_link: bool
+
+
+def inside(root: Pathish, path: Pathish) -> bool:
+    """Whether `path` (relative to `root`, or absolute), with every symbolic link resolved,
+    is `root` itself or lies under it. A missing path is judged by its existing part.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        DIR; it may itself be a symbolic link.
+    path : str or os.PathLike
+        A path under DIR, relative to it or absolute.
+
+    Returns
+    -------
+    bool
+        False for a path that leads outside DIR through a link (or by '..').
+    """
+    return _under(os.path.realpath(root), os.path.realpath(os.path.join(root, path)))
+
+
+def check_dir(root: Pathish, folders: Iterable[str] = (), files: Iterable[str] = ()) -> None:
+    """Refuse DIR if one of `folders` or `files` (relative to it) leads outside it.
+
+    Called before a run writes anything, so a refusal leaves every file where it was.
+
+    Raises
+    ------
+    OutsideDir
+        Naming the first such path (by name) and the link that leads out.
+    """
+    for rel in sorted({*folders, *files}):
+        if not inside(root, rel):
+            link = _first_link_out(root, rel)
+            raise OutsideDir(f"{os.path.join(str(root), *link.split('/'))!r} is {LEADS_OUTSIDE} "
+                             f"{str(root)!r}; kaokore never writes outside DIR: remove the link or pass another --dir")
+
+
+def make_folder(root: Pathish, rel: str) -> None:
+    """Create folder `rel` under DIR and its parents, as `mkdir -p` would, without leaving DIR."""
+    real_root, parts = _resolve(root, rel, follow_last=True)
+    with _folder(real_root, parts, create=True):
+        pass
+
+
+def write_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> None:
+    """Write `data` as `rel` under DIR all at once or not at all.
+
+    The bytes go to a new temporary in the same folder (created with O_EXCL, so never
+    through a link), which then replaces `rel`'s entry: a link or a hard link at `rel`
+    is replaced, never written through. `durable` also syncs the bytes to the disk.
+    """
+    real_root, parts = _resolve(root, rel, follow_last=False)
+    name = parts.pop()
+    tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    with _folder(real_root, parts) as at:
+        fd = os.open(*at(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY, 0o644,
+                     **at.kw)
+        try:  # from here the temporary is ours to remove
+            with open(fd, "wb", closefd=True) as f:
+                f.write(data)
+                if durable:
+                    # Bookkeeping survives a power cut; images need not, the manifest re-checks them.
+                    f.flush()
+                    os.fsync(f.fileno())
+            at.replace(tmp, at, name)
+        except BaseException:
+            try:
+                os.unlink(*at(tmp), **at.kw)
+            except OSError:
+                pass
+            raise
+
+
+def read_file(root: Pathish, rel: str) -> bytes:
+    """The bytes of `rel` under DIR; OSError (ELOOP) if it leads outside DIR."""
+    with open_file(root, rel) as f:
+        return f.read()
+
+
+def open_file(root: Pathish, rel: str) -> BinaryIO:
+    """`rel` under DIR opened for reading (a link leading inside DIR is followed, one leading outside is not)."""
+    real_root, parts = _resolve(root, rel, follow_last=True)
+    name = parts.pop() if parts else "."
+    with _folder(real_root, parts) as at:
+        fd = os.open(*at(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY, **at.kw)
+    return open(fd, "rb", closefd=True)
+
+
+def open_fd(root: Pathish, rel: str, flags: int, mode: int = 0o644) -> int:
+    """A descriptor for `rel` under DIR opened with `flags`, never through a link at any component
+    (at the last one: OSError ELOOP). For files kaokore keeps open itself, like the run lock."""
+    real_root, parts = _resolve(root, rel, follow_last=False)
+    name = parts.pop()
+    with _folder(real_root, parts) as at:
+        return os.open(*at(name), flags | _NOFOLLOW | _CLOEXEC | _BINARY, mode, **at.kw)
+
+
+def same_file(root: Pathish, rel: str, fd: int) -> bool:
+    """Whether `rel`'s entry under DIR is still the file open as `fd` (not deleted or replaced since)."""
+    real_root, parts = _resolve(root, rel, follow_last=False)
+    name = parts.pop()
+    try:
+        with _folder(real_root, parts) as at:
+            st = os.stat(*at(name), follow_symlinks=False, **at.kw)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def remove_file(root: Pathish, rel: str) -> bool:
+    """Delete `rel`'s entry under DIR (a link itself, never its target). False if it was not there."""
+    real_root, parts = _resolve(root, rel, follow_last=False)
+    name = parts.pop()
+    try:
+        with _folder(real_root, parts) as at:
+            os.unlink(*at(name), **at.kw)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def move_file(root: Pathish, src_rel: str, dst_rel: str) -> None:
+    """Rename `src_rel` to `dst_rel` under DIR, replacing `dst_rel`'s entry; `dst_rel`'s folder is created."""
+    real_root, src_parts = _resolve(root, src_rel, follow_last=False)
+    _, dst_parts = _resolve(root, dst_rel, follow_last=False)
+    src_name, dst_name = src_parts.pop(), dst_parts.pop()
+    with _folder(real_root, src_parts) as src, _folder(real_root, dst_parts, create=True) as dst:
+        src.replace(src_name, dst, dst_name)
+
+
+def remove_folder(root: Pathish, rel: str) -> bool:
+    """Remove `rel` under DIR if it is an empty folder (a link to a folder is left alone). False if not removed."""
+    real_root, parts = _resolve(root, rel, follow_last=False)
+    name = parts.pop()
+    try:
+        with _folder(real_root, parts) as at:
+            os.rmdir(*at(name), **at.kw)
+    except OSError:
+        return False
+    return True
+
+
+def scan(root: Pathish, rel: str = ".") -> list[Entry]:
+    """What folder `rel` under DIR holds, by name; [] if it cannot be listed or leads outside DIR."""
+    try:
+        real_root, parts = _resolve(root, rel, follow_last=True)
+        with _folder(real_root, parts) as at:
+            with os.scandir(at.fd if at.fd is not None else at.path) as it:
+                return [Entry(e.name, e.is_file(follow_symlinks=False), e.is_dir(follow_symlinks=False),
+                              e.is_symlink()) for e in it]
+    except OSError:
+        return []
+
+
+# --- internals -------------------------------------------------------------------------------
+
+def _under(real_root: str, real: str) -> bool:
+    real_root, real = os.path.normcase(real_root), os.path.normcase(real)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _parts(rel: str | os.PathLike) -> list[str]:
+    parts = [p for p in Path(rel).parts if p != "."]
+    if Path(rel).is_absolute() or ".." in parts:
+        # Callers build these paths themselves; one that climbs out is refused, not followed.
+        raise OSError(errno.EINVAL, "not a path inside DIR", os.fspath(rel))
+    return parts
+
+
+def _resolve(root: Pathish, rel: str, *, follow_last: bool) -> tuple[str, list[str]]:
+    """DIR's real path, and the components below it of where `rel` really is: with its links
+    resolved, all of them (`follow_last`) or all but the last (the entry acted on itself)."""
+    parts = _parts(rel)
+    if not parts and not follow_last:
+        raise OSError(errno.EINVAL, "not a file inside DIR", os.fspath(rel))
+    real_root = os.path.realpath(root)
+    followed = parts if follow_last else parts[:-1]
+    real = os.path.realpath(os.path.join(real_root, *followed)) if followed else real_root
+    if not _under(real_root, real):
+        raise OSError(errno.ELOOP, LEADS_OUTSIDE, os.path.join(str(root), *parts))
+    below = [p for p in os.path.relpath(real, real_root).split(os.sep) if p != "."]
+    return real_root, below if follow_last else [*below, parts[-1]]
+
+
+@dataclass
+class _At:
+    """A folder under DIR: an open descriptor where *at() calls exist, else its path."""
+
+    fd: int | None
+    path: str
+
+    @property
+    def kw(self) -> dict:
+        return {} if self.fd is None else {"dir_fd": self.fd}
+
+    def __call__(self, name: str) -> tuple[str]:
+        return (name,) if self.fd is not None else (os.path.join(self.path, name),)
+
+    def replace(self, name: str, dst: _At, dst_name: str) -> None:
+        if self.fd is None:
+            os.replace(os.path.join(self.path, name), os.path.join(dst.path, dst_name))
+        else:
+            os.replace(name, dst_name, src_dir_fd=self.fd, dst_dir_fd=dst.fd)
+
+
+@contextmanager
+def _folder(real_root: str, parts: list[str], create: bool = False) -> Iterator[_At]:
+    """The folder DIR/parts, entered one component at a time without following links."""
+    path = os.path.join(real_root, *parts)
+    if not _AT:
+        if create:
+            os.makedirs(path, exist_ok=True)
+        yield _At(None, path)
+        return
+    fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            # A link here was swapped in after `_resolve` looked: ENOTDIR/ELOOP, never followed.
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        yield _At(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _first_link_out(root: Pathish, rel: str) -> str:
+    """The first component of `rel` that is a link leading outside DIR (`rel` itself if none is)."""
+    parts = Path(rel).parts
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        if os.path.islink(os.path.join(root, prefix)) and not inside(root, prefix):
+            return prefix
+    return "/".join(parts)
+
+
+__all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "check_dir", "inside", "make_folder", "move_file",
+           "open_fd", "open_file", "read_file", "remove_file", "remove_folder", "same_file", "scan", "write_file"]

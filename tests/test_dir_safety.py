@@ -1,0 +1,394 @@
+"""DIR is kaokore's alone: symbolic links, the run lock, full disks and squatted paths.
+
+Nothing outside DIR is ever created, truncated, moved or deleted, whatever links
+someone planted in it; one run at a time holds DIR, with no window; a full disk
+stops the run with one line and the record of what landed; a path that cannot be
+written fails that image alone.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import image_files, make_synthetic, run_cli
+from iiif_server import Fault
+
+from kaokore import safefs, store
+from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from kaokore.lock import LOCK, Busy, exclusive, is_held
+from kaokore.store import TMP_SUFFIX, Journal, ManifestRow, PathError, StoreError, write_image
+
+
+def snapshot(top: Path) -> dict[str, bytes | str]:
+    """Every entry under `top` (links not followed): file bytes, link targets, folders."""
+    found: dict[str, bytes | str] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            rel = str(path.relative_to(top))
+            if path.is_symlink():
+                found[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                found[rel] = "dir"
+            else:
+                found[rel] = path.read_bytes()
+    return found
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """Another user's folder next to DIR, with a file of their own."""
+    folder = tmp_path / "someone-else"
+    folder.mkdir()
+    (folder / "thesis.txt").write_bytes(b"five years of work\n")
+    (folder / "00000000.jpg").write_bytes(b"not kaokore's\n")
+    return folder
+
+
+def download(capsys, root: Path, synth, *extra: str) -> tuple[int, str, str]:
+    return run_cli(capsys, "download", "--dir", str(root), "--metadata-dir", str(synth.meta_dir), "--quiet", *extra)
+
+
+def image_requests(srv) -> list[str]:
+    return [path for _, path in srv.request_log if "/iiif/" in path]
+
+
+# --- symbolic links ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("limit", [None, "0"])
+@pytest.mark.parametrize("planted", ["train", "images_256", "labels.csv", "manifest.csv", "manifest.journal.csv",
+                                     "kaokore.json", LOCK])
+def test_a_folder_or_root_file_linked_outside_is_refused_before_anything_is_written(
+        srv, synth, tmp_path, capsys, outside, planted, limit):
+    root = tmp_path / "data"
+    root.mkdir()
+    target = outside if planted in ("train", "images_256") else outside / "thesis.txt"
+    (root / planted).symlink_to(target)
+    before, dir_before = snapshot(outside), snapshot(root)
+
+    code, out, err = download(capsys, root, synth, *(["--limit", limit] if limit else []))
+
+    assert code == EXIT_USAGE, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{root / planted}" in err and "symbolic link leading outside" in err
+    assert snapshot(outside) == before
+    assert snapshot(root) == dir_before  # refused before anything was written, even the lock
+    assert image_requests(srv) == []
+
+
+def test_a_class_folder_linked_outside_is_refused(srv, synth, tmp_path, capsys, outside):
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "male").symlink_to(outside)
+    before = snapshot(outside)
+    code, _, err = download(capsys, root, synth, "--layout", "gender")
+    assert code == EXIT_USAGE and f"{root / 'train' / 'male'}" in err and len(err.strip().splitlines()) == 1
+    assert snapshot(outside) == before
+    assert image_requests(srv) == []
+
+
+@pytest.mark.parametrize("limit", [None, "0"])
+def test_planted_probe_temporary_and_image_links_never_reach_outside(srv, synth, tmp_path, capsys, outside, limit):
+    """Links where kaokore creates, replaces or sweeps files: each entry is acted on itself."""
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    victim = outside / "thesis.txt"
+    planted = [
+        root / f".write-probe{TMP_SUFFIX}",  # the probe's name before it became random
+        root / f".manifest.csv.0badc0de{TMP_SUFFIX}",  # a temporary the sweep removes
+        root / "train" / f".00000000.jpg.0badc0de{TMP_SUFFIX}",
+        root / "train" / "00000000.jpg",  # an image's own name: replaced by the image, not written through
+    ]
+    for link in planted:
+        link.symlink_to(victim)
+    before = snapshot(outside)
+
+    code, _, err = download(capsys, root, synth, *(["--limit", limit] if limit else []))
+
+    assert code == EXIT_OK, err
+    assert snapshot(outside) == before
+    assert not any(p.is_symlink() for p in root.rglob(f"*{TMP_SUFFIX}"))  # swept: the links, not their target
+    if limit == "0":
+        return
+    assert not (root / "train" / "00000000.jpg").is_symlink()  # replaced by the image, never written through
+    assert (root / "train" / "00000000.jpg").read_bytes() == srv.expected_bytes(synth.urls[0])
+
+
+def test_a_folder_linked_inside_dir_is_followed(srv, synth, tmp_path, capsys):
+    """A link that leads back into DIR reaches nothing that is not DIR's own: the user's arrangement stands."""
+    root = tmp_path / "data"
+    (root / "store").mkdir(parents=True)
+    (root / "images_256").symlink_to("store")
+    code, _, err = download(capsys, root, synth, "--layout", "flat")
+    assert code == EXIT_OK, err
+    assert sorted(p.name for p in (root / "store").glob("*.jpg")) == sorted(synth.name(i) for i in synth.urls)
+    assert (root / "images_256").is_symlink()
+
+
+def test_a_hard_linked_journal_is_never_appended_to(tmp_path, outside):
+    root = tmp_path / "data"
+    root.mkdir()
+    os.link(outside / "thesis.txt", root / store.JOURNAL)
+    before = snapshot(outside)
+    journal = Journal(root)
+    journal.append(ManifestRow("00000001.jpg", "train/00000001.jpg", "http://x/1", "0" * 64, 1, 1, 1, "RGB", False,
+                               "split"))
+    journal.close()
+    assert journal.error is None
+    assert snapshot(outside) == before
+    assert "00000001.jpg" in (root / store.JOURNAL).read_text()
+
+
+def test_safefs_never_follows_a_link_swapped_in_after_the_check(tmp_path, outside):
+    """The race: a folder checked as real, then replaced by a link before the write. The walk
+    from DIR opens each folder without following links, so the write fails instead of leaving."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "train").symlink_to(outside)
+    real_root = os.path.realpath(root)
+    with pytest.raises(OSError):
+        with safefs._folder(real_root, ["train"]):  # what _resolve would hand over had it looked earlier
+            pass
+    for op in (lambda: safefs.write_file(root, "train/x.jpg", b"x"),
+               lambda: safefs.remove_file(root, "train/thesis.txt"),
+               lambda: safefs.move_file(root, "train/thesis.txt", "dev/thesis.txt"),
+               lambda: safefs.read_file(root, "train/thesis.txt")):
+        with pytest.raises(OSError) as info:
+            op()
+        assert info.value.errno == errno.ELOOP
+    assert snapshot(outside) == {"thesis.txt": b"five years of work\n", "00000000.jpg": b"not kaokore's\n"}
+    assert safefs.inside(root, "train") is False and safefs.inside(root, "dev/x") is True
+
+
+def test_verify_and_info_do_not_read_through_a_link_leading_outside(srv, synth, tmp_path, capsys, outside):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    (root / "kaokore.json").unlink()
+    (root / "kaokore.json").symlink_to(outside / "thesis.txt")
+    assert store.read_state(root) == {}
+    assert store.read_rows(root / "nothing") == {}
+    (root / "manifest.csv").rename(root / "manifest.real.csv")
+    (outside / "manifest.csv").write_bytes((root / "manifest.real.csv").read_bytes())
+    (root / "manifest.csv").symlink_to(outside / "manifest.csv")
+    assert store.read_manifest(root) == {}
+
+
+# --- the run lock ------------------------------------------------------------------------------
+
+LOCK_WORKER = r"""
+import json, os, sys, time
+from kaokore.lock import Busy, exclusive, is_held
+root, role, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+go, stop, marker = (os.path.join(root, n) for n in ("go", "stop", "held-by-one"))
+while not os.path.exists(go):
+    time.sleep(0.001)
+counts = {"holds": 0, "busy": 0, "overlaps": 0, "seen_held": 0, "rounds": 0}
+for counts["rounds"] in range(1, rounds + 1):
+    if role == "holder":
+        try:
+            with exclusive(root):
+                counts["holds"] += 1
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    counts["overlaps"] += 1  # another holder is inside too: it removes the marker
+                    continue
+                os.unlink(marker)
+        except Busy:
+            counts["busy"] += 1
+        if counts["busy"] >= 100 and counts["holds"] >= 100:
+            break
+    elif role == "looker":
+        counts["seen_held"] += is_held(root)
+        if os.path.exists(stop):
+            break
+print(json.dumps(counts))
+"""
+
+
+def run_lock_workers(root: Path, roles: list[str], rounds: int) -> list[dict]:
+    root.mkdir(exist_ok=True)
+    procs = [subprocess.Popen([sys.executable, "-c", LOCK_WORKER, str(root), role, str(rounds)],
+                              stdout=subprocess.PIPE, text=True) for role in roles]
+    (root / "go").touch()
+    results = [None] * len(procs)
+    # Holders finish on their own (bounded rounds); then lookers are told to stop.
+    for i, (role, proc) in enumerate(zip(roles, procs)):
+        if role == "holder":
+            results[i] = json.loads(proc.communicate(timeout=600)[0])
+    (root / "stop").touch()
+    for i, proc in enumerate(procs):
+        if results[i] is None:
+            results[i] = json.loads(proc.communicate(timeout=600)[0])
+        assert proc.returncode == 0
+    return results
+
+
+def test_lock_stress_no_two_processes_ever_hold_dir_at_once(tmp_path):
+    roles = ["holder"] * 4 + ["looker"]
+    results = run_lock_workers(tmp_path / "d", roles, rounds=20000)
+    holders = [r for role, r in zip(roles, results) if role == "holder"]
+    assert sum(r["overlaps"] for r in holders) == 0, holders
+    # The test proves something only if the holders really competed.
+    assert sum(r["holds"] for r in holders) >= 100 and sum(r["busy"] for r in holders) >= 100, holders
+    assert (tmp_path / "d" / "held-by-one").exists() is False
+
+
+def test_lookers_never_make_a_lone_download_refuse(tmp_path):
+    """verify/info look with a shared lock for an instant; a download meeting only them waits, never refuses."""
+    roles = ["holder", "looker", "looker"]
+    results = run_lock_workers(tmp_path / "d", roles, rounds=3000)
+    holder, lookers = results[0], results[1:]
+    assert holder["busy"] == 0 and holder["overlaps"] == 0 and holder["holds"] == holder["rounds"]
+    assert all(r["rounds"] > 0 for r in lookers)
+
+
+def test_the_lock_file_stays_and_is_not_a_stray(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    assert (root / LOCK).is_file() and not is_held(root)
+    code, out, err = run_cli(capsys, "verify", "--dir", str(root))
+    assert code == EXIT_OK, out + err
+    assert LOCK not in out
+
+
+def test_verify_and_info_refuse_a_dir_a_download_holds(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    with exclusive(root):
+        assert is_held(root)
+        for command in (["verify"], ["verify", "--json"], ["info"]):
+            code, out, err = run_cli(capsys, *command, "--dir", str(root))
+            assert code == EXIT_USAGE, (command, out, err)
+            assert len(err.strip().splitlines()) == 1 and "download is running" in err
+        code, _, err = download(capsys, root, synth)
+        assert code == EXIT_USAGE and "another kaokore download" in err
+        with pytest.raises(Busy):
+            with exclusive(root):
+                pass
+    assert not is_held(root)
+    assert run_cli(capsys, "verify", "--dir", str(root))[0] == EXIT_OK
+
+
+def test_a_lock_file_that_is_a_link_inside_dir_is_refused_not_followed(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "mine.txt").write_bytes(b"keep")
+    (root / LOCK).symlink_to("mine.txt")
+    code, _, err = download(capsys, root, synth)
+    assert code == EXIT_USAGE and LOCK in err and "symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert (root / "mine.txt").read_bytes() == b"keep" and (root / LOCK).is_symlink()
+
+
+# --- full disks and squatted paths ---------------------------------------------------------------
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EROFS"])
+def test_errors_of_the_disk_stop_the_run_errors_of_one_path_fail_that_image(tmp_path, monkeypatch, code):
+    def refuse(number):
+        def write_file(root, rel, data, durable=False):
+            raise OSError(number, os.strerror(number), rel)
+        return write_file
+
+    monkeypatch.setattr(store, "write_file", refuse(getattr(errno, code)))
+    with pytest.raises(StoreError) as info:
+        write_image(tmp_path / "train" / "00000001.jpg", "train/00000001.jpg", b"x")
+    assert str(tmp_path / "train" / "00000001.jpg") in str(info.value)
+    for number in (errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EACCES, errno.ELOOP, errno.EINVAL):
+        monkeypatch.setattr(store, "write_file", refuse(number))
+        with pytest.raises(PathError, match="train/00000001.jpg"):
+            write_image(tmp_path / "train" / "00000001.jpg", "train/00000001.jpg", b"x")
+
+
+def disk_fills_after(monkeypatch, images: int, also: tuple[str, ...] = ()):
+    """From the (images+1)-th image on, and for the root files in `also`, writes fail as on a full disk."""
+    landed = []
+    real = store.write_file
+
+    def write_file(root, rel, data, durable=False):
+        if rel in also or (rel.endswith(".jpg") and len(landed) >= images):
+            raise OSError(errno.ENOSPC, "No space left on device", rel)
+        if rel.endswith(".jpg"):
+            landed.append(rel)
+        real(root, rel, data, durable)
+
+    monkeypatch.setattr(store, "write_file", write_file)
+    return landed
+
+
+def test_a_full_disk_stops_with_one_line_saves_the_record_and_a_rerun_completes(srv, tmp_path, capsys, monkeypatch):
+    synth = make_synthetic(srv, tmp_path, n=60, blank=(), unlabeled=())
+    root = tmp_path / "data"
+    gone = {i for i in synth.urls if i % 3 == 0}  # one host's images, so some fail before the disk fills
+    for i in gone:
+        srv.inject(synth.urls[i], Fault.S404)
+    landed = disk_fills_after(monkeypatch, 5)
+
+    code, out, err = download(capsys, root, synth, "--json", "--threads", "1")
+
+    assert code == EXIT_USAGE
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("kaokore: error: cannot write ") and "No space left on device" in lines[-1]
+    assert str(root) in lines[-1] and ".jpg" in lines[-1]  # names the path
+    assert "INCOMPLETE" in lines[-2] and "not attempted" in lines[-2]  # the summary line still
+    assert "Traceback" not in err
+    doc = json.loads(out)
+    assert doc["exit_status"] == EXIT_USAGE and "No space left on device" in doc["error"]
+    assert doc["downloaded"] == 5 and doc["not_attempted"] > 0 and doc["complete"] is False
+    rows = list(csv.DictReader(open(root / "manifest.csv")))
+    assert sorted(r["path"] for r in rows) == sorted(landed)
+    failures = {f["image"]: f["error"] for f in csv.DictReader(open(root / "failures.csv"))}
+    full = [name for name, error in failures.items() if "No space left on device" in error]
+    assert len(full) == 1 and failures.pop(full[0]) == doc["error"]  # the image that met the full disk
+    assert failures and set(failures) <= {synth.name(i) for i in gone}  # and those that failed before
+    assert doc["failed"] == len(failures) + 1
+    assert not list(root.rglob(f"*{TMP_SUFFIX}"))  # the room kept for the record was given back
+
+    monkeypatch.undo()
+    srv.clear_faults()
+    srv.reset_stats()
+    code, _, err = download(capsys, root, synth)
+    assert code == EXIT_OK, err
+    assert len(image_requests(srv)) == len(synth.urls) - 5  # what landed was kept
+    assert len(image_files(root)) == len(synth.urls)
+
+
+def test_when_the_manifest_cannot_be_written_either_the_first_error_is_the_one_reported(
+        srv, tmp_path, capsys, monkeypatch):
+    synth = make_synthetic(srv, tmp_path, n=40, blank=(), unlabeled=())
+    root = tmp_path / "data"
+    disk_fills_after(monkeypatch, 3, also=("manifest.csv",))
+    code, out, err = download(capsys, root, synth, "--json", "--threads", "1")
+    assert code == EXIT_USAGE
+    assert ".jpg" in err.strip().splitlines()[-1] and "manifest.csv" not in err.strip().splitlines()[-1]
+    assert json.loads(out)["downloaded"] == 3
+    # The journal the run kept holds what landed, so a rerun still skips it.
+    assert len(store.read_manifest(root)) == 3
+
+
+def test_a_folder_squatting_one_image_fails_that_image_alone(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    squatter = root / "train" / synth.name(0)
+    squatter.mkdir(parents=True)
+    (squatter / "notes.txt").write_bytes(b"mine")
+
+    code, out, err = download(capsys, root, synth)
+
+    assert code == EXIT_INCOMPLETE, err
+    failures = list(csv.DictReader(open(root / "failures.csv")))
+    assert [(f["image"], "Is a directory" in f["error"]) for f in failures] == [(synth.name(0), True)]
+    landed = [p for p in image_files(root).values() if p.is_file()]
+    assert len(landed) == len(synth.urls) - 1  # every other image landed
+    assert (squatter / "notes.txt").read_bytes() == b"mine"
+
+    (squatter / "notes.txt").unlink()
+    squatter.rmdir()
+    code, _, err = download(capsys, root, synth)
+    assert code == EXIT_OK, err
+    assert not (root / "failures.csv").exists()
