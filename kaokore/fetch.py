@@ -1,259 +1,52 @@
-"""Fetching: per-host scheduling, retries, and the dead-host breaker.
+"""The fetch stage: one HTTP attempt per turn, the workers that make them, and the metadata fetch.
 
-Workers never sleep on a retry: a failed image goes back to its host's queue
-with a not-before time, so the worker moves on to another image (often on
-another host) and one image's backoff never stalls anything else. The
-per-host limit is enforced here, at the only place requests are started.
+Which request goes next, and when a host is slowed or given up, is decided in
+`scheduler`; here each answer is turned into what it says about the image and
+its host, and the workers' results are folded into the run on the main thread.
 """
 from __future__ import annotations
 
-import heapq
-import itertools
 import queue
-import random
+import re
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, TextIO
 
 import requests
 from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util import Retry
 
+from .errors import NetworkError
 from .metadata import Item, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize
+from .scheduler import (
+    HOST_UNREACHABLE,
+    OVERLOAD_STATUSES,
+    RETRY_STATUSES,
+    Attempt,
+    Failure,
+    HostScheduler,
+    RetryPolicy,
+    Task,
+    Trouble,
+)
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, describe, get_body, host_key
-from .store import ManifestRow, StoreError, atomic_write
+from .store import Journal, ManifestRow, PathError, StoreError, write_image
 
-# Statuses worth another try: the server is busy or briefly broken. Any other
-# non-200 status (400, 403, 404, 410, ...) will not change by asking again.
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
-HOST_UNREACHABLE = "host unreachable"
-# "Too many requests" and "unavailable" are about the host, so the whole host slows down.
-OVERLOAD_STATUSES = frozenset({429, 503})
+if TYPE_CHECKING:
+    from .report import Progress, Summary
 
+__all__ = ["HOST_UNREACHABLE", "RETRY_STATUSES", "Attempt", "Failure", "RetryPolicy", "Task", "attempt",
+           "fetch_images", "get_metadata_file", "make_task"]
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 5
-    backoff_factor: float = 0.5  # first retry after ~0.5 s, then 1, 2, 4 ... (plus jitter)
-    backoff_max: float = 30.0
-    retry_after_cap: float = 60.0  # a server asking for an hour is not waited for
-    bad_body_tries: int = 3  # a 200 that is not an image is retried, but not forever
-    breaker_threshold: int = 8  # images in a row that could not reach a host mark it unreachable
-    host_pause_max: float = 10.0  # the longest a 429/503 stops all requests to its host
-    overload_threshold: int = 32  # 429/503 answers in a row with no image between: the host is given up
-
-    def new_state(self) -> Retry:
-        return Retry(
-            total=self.retries, connect=None, read=None, status=None, redirect=0,
-            backoff_factor=self.backoff_factor, status_forcelist=RETRY_STATUSES,
-            respect_retry_after_header=True, raise_on_status=False,
-        )
-
-    def backoff(self, state: Retry) -> float:
-        # urllib3 gives 0 for the first retry; a busy university server deserves a pause.
-        base = max(state.get_backoff_time(), self.backoff_factor * 2 ** (len(state.history) - 1))
-        base = min(base, self.backoff_max)
-        return base + random.uniform(0, base / 2)
-
-
-@dataclass(frozen=True)
-class Failure:
-    image: str
-    url: str
-    error: str
-    attempts: int
-
-
-@dataclass
-class Task:
-    """One image and its own retry state; owned by one worker at a time."""
-
-    item: Item
-    path: Path
-    rel_path: str
-    host: str
-    state: Retry
-    attempts: int = 0
-    bad_bodies: int = 0
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one HTTP attempt came to."""
-
-    row: ManifestRow | None = None  # stored
-    error: str = ""
-    retry_in: float | None = None  # None with an error: final
-    connection_failure: bool = False  # could not connect: counts towards the dead-host breaker
-    no_answer: bool = False  # connected, then no answer in time: counts too, but needs a longer run
-    host_pause: float = 0.0  # Retry-After on a 429 or 503: what the host asked of every request
-    overloaded: bool = False  # 429 or 503: the host, not this image, is the problem
-    fatal_host_error: str = ""  # e.g. an untrusted certificate: every image of the host will fail alike
-
-
-@dataclass
-class _Host:
-    pending: deque = field(default_factory=deque)
-    delayed: list = field(default_factory=list)  # heap of (ready_at, seq, task)
-    in_flight: int = 0
-    paused_until: float = 0.0
-    # Distinct images, not attempts: a live host with a few images that always
-    # time out would otherwise trip the breaker once those are the last ones
-    # left and retry back to back with no other answer in between.
-    unreachable_images: set = field(default_factory=set)
-    # Images that connected but got no answer in time. One slow page of a scroll can stall
-    # several faces in a row on a live server, so these trip the breaker only in a longer run.
-    unanswered_images: set = field(default_factory=set)
-    answered: bool = False  # any HTTP answer at all this run
-    last_connection_error: str = ""
-    overloads: int = 0  # 429/503 answers since the last image that arrived
-    dead: str = ""  # why it was given up, or ""
-
-    def backlog_per_slot(self) -> float:
-        return (len(self.pending) + len(self.delayed)) / (self.in_flight + 1)
-
-    def remaining(self) -> int:
-        return len(self.pending) + len(self.delayed) + self.in_flight
-
-
-class HostScheduler:
-    """Hands tasks to workers: never more than `per_host` at once to a host,
-    the host with the most work left first, retries only once their time has come."""
-
-    def __init__(self, tasks: Iterable[Task], per_host: int, policy: RetryPolicy, stop: threading.Event,
-                 emit: Callable[[object], None]):
-        self._per_host = per_host
-        self._policy = policy
-        self._stop = stop
-        self._emit = emit  # results go to the main thread in completion order
-        self._cond = threading.Condition()
-        self._seq = itertools.count()
-        self.hosts: dict[str, _Host] = {}
-        for task in tasks:
-            self.hosts.setdefault(task.host, _Host()).pending.append(task)
-
-    def acquire(self) -> Task | None:
-        with self._cond:
-            while True:
-                if self._stop.is_set():
-                    return None
-                now = time.monotonic()
-                task, wake = self._pick(now)
-                if task is not None:
-                    return task
-                if all(h.remaining() == 0 for h in self.hosts.values()):
-                    self._cond.notify_all()
-                    return None
-                self._cond.wait(timeout=None if wake is None else max(wake - now, 0.001))
-
-    def _pick(self, now: float) -> tuple[Task | None, float | None]:
-        best = None
-        wake = None
-        for host in self.hosts.values():
-            if host.in_flight >= self._per_host or (not host.pending and not host.delayed):
-                continue
-            if host.paused_until > now:
-                wake = host.paused_until if wake is None else min(wake, host.paused_until)
-                continue
-            ready = host.delayed and host.delayed[0][0] <= now
-            if not ready and not host.pending:
-                ready_at = host.delayed[0][0]
-                wake = ready_at if wake is None else min(wake, ready_at)
-                continue
-            # Most work per slot first: the makespan is set by the host that would finish
-            # last, and a host's pace is its number of requests in flight.
-            if best is None or host.backlog_per_slot() > best.backlog_per_slot():
-                best = host
-        if best is None:
-            return None, wake
-        # A host some images could not reach is probed with fresh images, not the
-        # same ones again: that tells a dead host (breaker) from a few bad images fastest.
-        suspect = bool(best.unreachable_images or best.unanswered_images) and bool(best.pending)
-        if best.delayed and best.delayed[0][0] <= now and not suspect:
-            task = heapq.heappop(best.delayed)[2]
-        else:
-            task = best.pending.popleft()
-        best.in_flight += 1
-        return task, None
-
-    def finish(self, task: Task, attempt: Attempt) -> None:
-        with self._cond:
-            host = self.hosts[task.host]
-            host.in_flight -= 1
-            if attempt.connection_failure or attempt.no_answer:
-                (host.unreachable_images if attempt.connection_failure else host.unanswered_images).add(task.item.name)
-                host.last_connection_error = attempt.error
-            elif attempt.row is not None or attempt.error:
-                host.unreachable_images.clear()  # the host answered, whatever it said
-                host.unanswered_images.clear()
-                host.answered = True
-            pause = attempt.host_pause
-            if attempt.overloaded:
-                # Without this, fresh images would keep every slot busy against a server that
-                # is saying it is overloaded: back off the host as a whole, doubling per answer.
-                host.overloads += 1
-                policy = self._policy
-                pause = max(pause, min(policy.backoff_factor * 2 ** min(host.overloads - 1, 16),
-                                       policy.host_pause_max))
-            elif attempt.row is not None:
-                host.overloads = 0
-            if pause:
-                host.paused_until = max(host.paused_until, time.monotonic() + pause)
-
-            if attempt.row is not None:
-                self._emit(attempt.row)
-            elif host.dead:
-                self._emit(Failure(task.item.name, task.item.url, host.dead, task.attempts))
-            elif attempt.fatal_host_error:
-                self._emit(Failure(task.item.name, task.item.url, attempt.fatal_host_error, task.attempts))
-                self._kill(task.host, host, attempt.fatal_host_error)
-            elif (attempt.connection_failure or attempt.no_answer) and self._unreachable(host):
-                # Checked before "final": with --retries 0 every failure is final, and a
-                # blackholed host would then cost one full timeout per image.
-                tried = len(host.unreachable_images | host.unanswered_images)
-                reason = (f"{HOST_UNREACHABLE} ({tried} images in a row could not "
-                          f"reach it; last: {host.last_connection_error})")
-                self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
-                self._kill(task.host, host, reason)
-            elif attempt.overloaded and host.overloads >= self._policy.overload_threshold:
-                # A server in maintenance answers 503 for hours; the next run will ask again.
-                reason = f"host overloaded ({host.overloads} answers 429/503 in a row; last: {attempt.error})"
-                self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
-                self._kill(task.host, host, reason)
-            elif attempt.retry_in is None:
-                self._emit(Failure(task.item.name, task.item.url, attempt.error, task.attempts))
-            else:
-                heapq.heappush(host.delayed, (time.monotonic() + attempt.retry_in, next(self._seq), task))
-            self._cond.notify_all()
-
-    def _unreachable(self, host: _Host) -> bool:
-        threshold = self._policy.breaker_threshold
-        # A host that has answered this run is live: a stalled page must not take it down.
-        patience = 2 * threshold if host.answered else threshold
-        return (len(host.unreachable_images) >= threshold
-                or len(host.unreachable_images | host.unanswered_images) >= patience)
-
-    def _kill(self, name: str, host: _Host, reason: str) -> None:
-        host.dead = reason
-        never_tried = len(host.pending)
-        left = list(host.pending) + [entry[2] for entry in host.delayed]
-        host.pending.clear()
-        host.delayed.clear()
-        self._emit(HostDown(name, reason, never_tried))
-        for task in left:
-            self._emit(Failure(task.item.name, task.item.url, reason, task.attempts))
-
-
-
-@dataclass(frozen=True)
-class HostDown:
-    host: str
-    reason: str
-    not_attempted: int
+STOP_GRACE = 2.0  # seconds Ctrl-C (or a full disk) waits for in-flight images before saving and leaving
+JOURNAL_FLUSH = 1.0
+# urllib3 words a proxy's refusal of a tunnel as "Tunnel connection failed: 502 Bad Gateway".
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3}[^'\")]*)")
 
 
 def attempt(session: requests.Session, task: Task, options: HttpOptions, policy: RetryPolicy,
@@ -267,19 +60,22 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
         message = f"TLS error: {describe(exc)}"
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
             return Attempt(error=message, fatal_host_error=f"TLS certificate not trusted; {TLS_HINT}")
-        return _transient(task, policy, message, exc, connection_failure=True)
+        return _transient(task, policy, message, exc, trouble=Trouble.REFUSED)
     except requests.exceptions.ConnectTimeout as exc:
-        return _transient(task, policy, f"timeout: {describe(exc)}", exc, connection_failure=True)
+        return _transient(task, policy, f"timeout: {describe(exc)}", exc, trouble=Trouble.REFUSED)
     except requests.exceptions.ReadTimeout as exc:
-        return _transient(task, policy, f"timeout: {describe(exc)}", exc, no_answer=True)
+        return _transient(task, policy, f"timeout: {describe(exc)}", exc, trouble=Trouble.NO_ANSWER)
     except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
             requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
         return Attempt(error=f"bad redirect: {describe(exc)}")
     except ResponseTooLarge as exc:
         return Attempt(error=str(exc))
+    except requests.exceptions.ProxyError as exc:
+        # The proxy answered; what failed is the host behind it (or the proxy itself).
+        return _transient(task, policy, _proxy_error(exc, task.host), exc, trouble=Trouble.REFUSED)
     except requests.exceptions.ConnectionError as exc:
-        return _transient(task, policy, f"connection error: {describe(exc)}", exc,
-                          connection_failure=_could_not_connect(exc))
+        trouble = Trouble.REFUSED if _could_not_connect(exc) else Trouble.BAD_ANSWER
+        return _transient(task, policy, f"connection error: {describe(exc)}", exc, trouble=trouble)
     except (requests.exceptions.RequestException, OSError) as exc:
         # Truncated bodies, decoding errors, slow trickles: the host is up, the answer was bad.
         return _transient(task, policy, f"incomplete response: {describe(exc)}", exc)
@@ -298,14 +94,14 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
     except NotAnImage as exc:
         task.bad_bodies += 1
         if task.bad_bodies >= policy.bad_body_tries:
-            return Attempt(error=str(exc))
+            return Attempt(error=str(exc), trouble=Trouble.BAD_ANSWER)
         return _transient(task, policy, str(exc), None)
 
     try:
-        atomic_write(task.path, image.data)
-    except OSError as exc:
-        # Disk full, read-only, permissions: every other image would fail alike after being fetched.
-        raise StoreError(f"cannot write {task.path}: {exc.strerror or exc}") from None
+        # A full or read-only disk raises StoreError from here: every other image would fail alike.
+        write_image(task.path, task.rel_path, image.data)
+    except PathError as exc:
+        return Attempt(error=str(exc))  # a folder squats this image's path, say: it alone fails
     row = ManifestRow(
         image=task.item.name, path=task.rel_path, url=url, sha256=sha256(image.data),
         bytes=len(image.data), source_width=image.source_width, source_height=image.source_height,
@@ -315,25 +111,22 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
 
 
 def _transient(task: Task, policy: RetryPolicy, error: str, exc: Exception | None, *,
-               connection_failure: bool = False, no_answer: bool = False, status: int | None = None,
+               trouble: Trouble = Trouble.BAD_ANSWER, status: int | None = None,
                retry_after: float | None = None) -> Attempt:
+    if status in OVERLOAD_STATUSES:
+        trouble = Trouble.OVERLOADED
     try:
         task.state = task.state.increment(method="GET", url=task.item.url, error=exc)
     except Exception:  # noqa: BLE001 - urllib3 signals "exhausted" by raising
-        return Attempt(error=error, connection_failure=connection_failure, no_answer=no_answer)
+        return Attempt(error=error, trouble=trouble)
     delay = policy.backoff(task.state)
     pause = 0.0
-    overloaded = status in OVERLOAD_STATUSES
     if retry_after is not None:
         # A floor, not a replacement: "Retry-After: 0" from a failing server must
-        # not turn the backoff into a tight loop.
-        asked = min(max(retry_after, 0.0), policy.retry_after_cap)
-        delay = max(delay, asked)
-        if overloaded:
-            pause = asked
-    return Attempt(error=error, retry_in=delay, connection_failure=connection_failure, no_answer=no_answer,
-                   host_pause=pause,
-                   overloaded=overloaded)
+        # not turn the backoff into a tight loop. The server asked it of every request, not just this one.
+        pause = min(max(retry_after, 0.0), policy.retry_after_cap)
+        delay = max(delay, pause)
+    return Attempt(error=error, retry_in=delay, trouble=trouble, host_pause=pause)
 
 
 def _retry_after(state: Retry, response) -> float | None:
@@ -348,51 +141,259 @@ def _retry_after(state: Retry, response) -> float | None:
 
 def _could_not_connect(exc: requests.exceptions.ConnectionError) -> bool:
     """A refused or unresolvable connection, as opposed to a reset mid-answer."""
-    seen = set()
-    stack = [exc]
+    return any(isinstance(e, NewConnectionError) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """Every exception an error wraps (requests nests urllib3's, which nests the socket's), itself first."""
+    seen, stack = set(), [exc]
     while stack:
         e = stack.pop()
-        if id(e) in seen or e is None:
+        if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, NewConnectionError):
-            return True
+        yield e
         stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
-        stack.append(getattr(e, "reason", None))
-        stack.append(e.__cause__)
-        stack.append(e.__context__)
-    return False
+        stack.extend((getattr(e, "reason", None), e.__cause__, e.__context__))
 
 
-def run_workers(session: requests.Session, tasks: list[Task], *, threads: int, per_host: int,
-                options: HttpOptions, policy: RetryPolicy, layout: str, stop: threading.Event,
-                results: queue.Queue) -> None:
-    """Start the workers; results (ManifestRow, Failure, HostDown) arrive on `results`,
-    and a None per worker when it exits."""
-    scheduler = HostScheduler(tasks, per_host, policy, stop, results.put)
+def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, ManifestRow], summary: Summary, *,
+                 threads: int, per_host: int, options: HttpOptions, policy: RetryPolicy, layout: str,
+                 quiet: bool, stream: TextIO) -> None:
+    """Fetch every `(item, rel_path)` of `todo` into `root`, updating `rows` and `summary` as images land.
 
+    Parameters
+    ----------
+    session : requests.Session
+        The run's session (`session.make_session`).
+    root : Path
+        DIR; each image is written to ``root / rel_path``.
+    todo : iterable of (Item, str)
+        What to fetch, and where each goes.
+    rows : dict
+        The manifest rows by image name; each image stored is added.
+    summary : Summary
+        Its counters, `failures` and `hosts_unreachable` are filled in.
+    threads, per_host : int
+        Requests in flight at most, in all and per host.
+    options, policy
+        How each request is made, and how often and how patiently it is asked again.
+    layout : str
+        Recorded in each manifest row.
+    quiet : bool
+        No progress display (notes about given-up hosts are still shown).
+    stream : TextIO
+        Where progress and notes go.
+
+    Raises
+    ------
+    StoreError
+        DIR could not take an image: the run stops (what landed is in `rows`).
+    KeyboardInterrupt
+        Never: Ctrl-C sets ``summary.interrupted`` and returns once in-flight images had a moment to land.
+    """
+    from .report import Progress  # report imports this module for `Failure`
+
+    tasks = [make_task(item, root, rel, policy) for item, rel in todo]
+    if not tasks:
+        return
+    results: queue.Queue = queue.Queue()
+    progress = Progress(Counter(task.host for task in tasks), quiet=quiet, stream=stream)
+    collector = _Collector(rows, summary, Journal(root), progress, workers=min(threads, len(tasks)))
+    scheduler = HostScheduler(tasks, per_host, policy, _QueueSink(results.put))
+    _start_workers(session, scheduler, collector.workers, options, policy, layout, results.put)
+    try:
+        while collector.workers and collector.fatal is None:
+            try:
+                results.get(timeout=0.5).apply(collector)
+            except queue.Empty:
+                progress.tick()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        progress.note("kaokore: interrupted; saving state")
+    finally:
+        # No new requests from here; what is in flight gets STOP_GRACE to land in the
+        # manifest, then is dropped (a rerun adopts any file that landed after that).
+        scheduler.stop()
+        deadline = time.monotonic() + STOP_GRACE
+        while collector.workers and (summary.interrupted or collector.fatal is not None):
+            try:
+                results.get(timeout=max(deadline - time.monotonic(), 0.01)).apply(collector)
+            except queue.Empty:
+                break
+        progress.close()
+        collector.journal.close()
+    if collector.fatal is not None:
+        raise collector.fatal
+    summary.failed = len(summary.failures)
+    summary.not_attempted = max(len(tasks) - summary.downloaded - summary.failed, 0)
+
+
+def _start_workers(session: requests.Session, scheduler: HostScheduler, threads: int, options: HttpOptions,
+                   policy: RetryPolicy, layout: str, put: Callable[[object], None]) -> None:
     def work() -> None:
         try:
             while (task := scheduler.acquire()) is not None:
                 try:
                     outcome = attempt(session, task, options, policy, layout)
                 except StoreError as exc:
-                    stop.set()
-                    results.put(exc)  # the main thread stops the run with it
+                    scheduler.stop()
+                    # The image that met the full disk failed: failures.csv names it, with the error.
+                    scheduler.finish(task, Attempt(error=str(exc)))
+                    put(_Fatal(exc))  # the main thread stops the run with it
                     return
                 except Exception as exc:  # noqa: BLE001 - one image's surprise must not kill the run
                     outcome = Attempt(error=f"internal error: {type(exc).__name__}: {exc}")
                 scheduler.finish(task, outcome)
         finally:
-            results.put(None)
+            put(_WorkerExited())
 
     # Daemon threads: on Ctrl-C the main thread saves state and leaves without
     # waiting out a request stuck in a 30-second read.
-    workers = [threading.Thread(target=work, name=f"kaokore-fetch-{i}", daemon=True) for i in range(threads)]
-    for w in workers:
-        w.start()
+    for i in range(threads):
+        threading.Thread(target=work, name=f"kaokore-fetch-{i}", daemon=True).start()
+
+
+# What the workers tell the main thread, one small record per kind; each knows what it does to the run.
+
+@dataclass(frozen=True)
+class _Stored:
+    row: ManifestRow
+
+    def apply(self, run: _Collector) -> None:
+        run.stored(self.row)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    failure: Failure
+
+    def apply(self, run: _Collector) -> None:
+        run.failed(self.failure)
+
+
+@dataclass(frozen=True)
+class _GivenUp:
+    host: str
+    reason: str
+    not_attempted: int
+
+    def apply(self, run: _Collector) -> None:
+        run.given_up(self.host, self.reason, self.not_attempted)
+
+
+@dataclass(frozen=True)
+class _Fatal:
+    error: StoreError
+
+    def apply(self, run: _Collector) -> None:
+        run.fatal = run.fatal or self.error
+
+
+@dataclass(frozen=True)
+class _WorkerExited:
+    def apply(self, run: _Collector) -> None:
+        run.workers -= 1
+
+
+@dataclass(frozen=True)
+class _QueueSink:
+    """The scheduler's verdicts, queued for the main thread (the scheduler calls these under its lock)."""
+
+    put: Callable[[object], None]
+
+    def stored(self, row: ManifestRow) -> None:
+        self.put(_Stored(row))
+
+    def failed(self, failure: Failure) -> None:
+        self.put(_Failed(failure))
+
+    def given_up(self, host: str, reason: str, not_attempted: int) -> None:
+        self.put(_GivenUp(host, reason, not_attempted))
+
+
+class _Collector:
+    """Folds the workers' results into the summary, the manifest rows and the journal, on the main thread."""
+
+    def __init__(self, rows: dict[str, ManifestRow], summary: Summary, journal: Journal, progress: Progress,
+                 workers: int):
+        self.rows = rows
+        self.summary = summary
+        self.journal = journal
+        self.progress = progress
+        self.workers = workers  # still running; each says so as it exits
+        self.fatal: StoreError | None = None  # DIR cannot take more images: the run must stop
+        self._last_flush = time.monotonic()
+
+    def stored(self, row: ManifestRow) -> None:
+        self.rows[row.image] = row
+        self.journal.append(row)
+        self.summary.downloaded += 1
+        self.summary.converted += bool(row.converted)
+        self.progress.advance(host_key(row.url), ok=True)
+        now = time.monotonic()
+        if now - self._last_flush >= JOURNAL_FLUSH:
+            # Rows reach the disk about once a second: a crash loses at most that much source detail.
+            self.journal.flush()
+            self._last_flush = now
+
+    def failed(self, failure: Failure) -> None:
+        self.summary.failures.append(failure)
+        self.progress.advance(host_key(failure.url), ok=False)
+
+    def given_up(self, host: str, reason: str, not_attempted: int) -> None:
+        self.summary.hosts_unreachable.append(host)
+        self.progress.note(f"kaokore: {host}: {reason}; its {not_attempted} remaining images were not attempted")
 
 
 def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy) -> Task:
     return Task(item=item, path=root / rel_path, rel_path=rel_path, host=host_key(item.url),
                 state=policy.new_state())
+
+
+def get_metadata_file(session: requests.Session, url: str, options: HttpOptions, policy: RetryPolicy,
+                      sleep: Callable[[float], None] = time.sleep) -> bytes:
+    """GET one metadata file, asking again as images are asked again (same retries, backoff, Retry-After).
+
+    Raises
+    ------
+    NetworkError
+        The file could not be fetched; nothing is downloaded then.
+    """
+    state = policy.new_state()
+    while True:
+        retry_after = None
+        try:
+            response = get_body(session, url, options)
+        except requests.exceptions.SSLError:
+            raise NetworkError(f"cannot fetch {url}: TLS certificate not trusted ({TLS_HINT})") from None
+        except ResponseTooLarge as exc:
+            raise NetworkError(f"cannot fetch metadata {url}: {exc}") from None
+        except requests.exceptions.ProxyError as exc:
+            error, failed = _proxy_error(exc, host_key(url)), exc
+        except (requests.exceptions.RequestException, OSError) as exc:
+            error, failed = describe(exc), exc
+        else:
+            if response.status == 200:
+                return response.body
+            error, failed = f"HTTP {response.status}", None
+            if response.status not in RETRY_STATUSES:
+                break
+            retry_after = _retry_after(state, response)
+        try:
+            state = state.increment(method="GET", url=url, error=failed)
+        except Exception:  # noqa: BLE001 - urllib3 signals "exhausted" by raising
+            break
+        delay = policy.backoff(state)
+        if retry_after is not None:
+            delay = max(delay, min(max(retry_after, 0.0), policy.retry_after_cap))
+        sleep(delay)
+    raise NetworkError(f"cannot fetch metadata {url}: {error} (use --metadata-dir DIR to read local copies)")
+
+
+def _proxy_error(exc: requests.exceptions.ProxyError, host: str) -> str:
+    """A proxy refusing the tunnel is the host's failure seen through the proxy; anything else is the proxy's."""
+    match = _TUNNEL_REFUSED.search(" | ".join(str(e) for e in _chain(exc)))
+    if match:
+        return f"proxy could not reach {host}: {match.group(1).strip()}"
+    return f"cannot use the proxy: {describe(exc)}"

@@ -154,6 +154,12 @@ def describe(exc: BaseException) -> str:
     inner = exc.args[0] if exc.args else None
     if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
         exc = inner.reason
+    elif isinstance(inner, urllib3.exceptions.ProtocolError):
+        exc = inner
+    if (isinstance(exc, urllib3.exceptions.ProtocolError) and len(exc.args) == 2
+            and isinstance(exc.args[1], BaseException)):
+        # ('Connection aborted.', RemoteDisconnected('Remote end closed ...')) as a sentence
+        exc = Exception(f"{str(exc.args[0]).rstrip('.')}: {exc.args[1]}")
     text = str(exc).replace("\n", " ")
     text = re.sub(r"^\(?(HTTPS?Connection(Pool)?\([^)]*\)|<urllib3[^>]*>):? ", "", text)
     text = text.replace("Failed to establish a new connection: ", "cannot connect: ")

@@ -10,6 +10,12 @@ mutable module-level state (every cache and counter lives on the instance).
         ...
         assert srv.requests(url) == 3
 
+Whole hosts can misbehave too: ``fail_host(i, Fault.S500)`` (every image request),
+``flaky_host(i, Fault.RESET, every=5)`` (a fixed share of first requests),
+``blackhole_host(i)`` (connections accepted, never answered), ``kill_host(i)``
+(connections refused), and ``proxy_url`` is a forward proxy in front of all of
+them whose tunnels to a host can be refused (``refuse_tunnels(i)``).
+
 URLs given to ``inject``/``requests``/``expected_bytes`` may be full URLs (they
 then apply to that host only) or bare paths (they apply to every host).  Paths
 are compared percent-decoded and without the query string, so a client that
@@ -20,21 +26,22 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import http.client
 import io
-import json
 import mimetypes
 import re
+import select
 import socket
 import socketserver
 import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageDraw
@@ -44,8 +51,7 @@ __all__ = ["FakeIIIF", "Fault", "PAGE_SIZE", "HUGE_BODY_SIZE"]
 PAGE_SIZE = (2000, 3000)  # every synthetic source page is this big (w, h)
 HUGE_BODY_SIZE = 25 * 2**20
 BOMB_SIDE = 20_000
-OVERSIZED_SIZE = (1024, 1024)
-UNDERSIZED_SIZE = (64, 64)
+TRICKLE_LENGTH = 100  # bytes announced by a TRICKLE answer, sent one at a time
 JPEG_QUALITY = 90
 # Refuse absurd output sizes so a buggy client cannot make the test box swap.
 MAX_OUTPUT_PIXELS = 25_000_000
@@ -64,19 +70,23 @@ _SIZE_RE = re.compile(r"(!)?(-?\d*),(-?\d*)")
 
 class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
     S503 = "s503"
+    S503_RETRY_AFTER = "s503_retry_after"  # with Retry-After: 5, as a server in maintenance says
     S429 = "s429"
     S500 = "s500"
+    S502 = "s502"
+    S504 = "s504"
     S404 = "s404"
-    RESET = "reset"
+    RESET = "reset"  # the connection is dropped with a TCP RST instead of an answer
+    CUT = "cut"  # the request is read, then the connection closed without an answer
     TRUNCATED = "truncated"
     HTML200 = "html200"
     GARBAGE200 = "garbage200"
+    EMPTY200 = "empty200"
     STALL = "stall"
+    TRICKLE = "trickle"  # a 200 whose body arrives a byte every `trickle_interval` seconds
     GRAY = "gray"
     CMYK = "cmyk"
     PNG = "png"
-    OVERSIZED = "oversized"
-    UNDERSIZED = "undersized"
     BOMB = "bomb"
     HUGE_BODY = "huge_body"
     REDIRECT_FILE = "redirect_file"
@@ -85,7 +95,7 @@ class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
 
 # Faults that replace the normal content with another *valid* image.
 IMAGE_VARIANTS = frozenset(
-    {Fault.GRAY, Fault.CMYK, Fault.PNG, Fault.OVERSIZED, Fault.UNDERSIZED, Fault.BOMB}
+    {Fault.GRAY, Fault.CMYK, Fault.PNG, Fault.BOMB}
 )
 
 
@@ -196,13 +206,6 @@ def _parse_image_path(path: str) -> _ImageRequest:
     return _ImageRequest(identifier, region, _parse_size(size_txt, ref_w, ref_h))
 
 
-def _info_identifier(path: str) -> str | None:
-    if path.startswith("/iiif/") and path.endswith("/info.json"):
-        identifier = path[len("/iiif/") : -len("/info.json")]
-        return identifier or None
-    return None
-
-
 # --------------------------------------------------------------------------
 # Image synthesis (pure functions)
 # --------------------------------------------------------------------------
@@ -247,10 +250,6 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
 
 def _render_variant(req: _ImageRequest, variant: Fault | None) -> _Reply:
     box = req.box or (0, 0, *PAGE_SIZE)
-    if variant is Fault.OVERSIZED:
-        return _Reply(200, _encode(_synthesize(req.identifier, box, OVERSIZED_SIZE), "JPEG"), "image/jpeg")
-    if variant is Fault.UNDERSIZED:
-        return _Reply(200, _encode(_synthesize(req.identifier, box, UNDERSIZED_SIZE), "JPEG"), "image/jpeg")
     image = _synthesize(req.identifier, box, req.size)
     if variant is Fault.GRAY:
         return _Reply(200, _encode(image.convert("L"), "JPEG"), "image/jpeg")
@@ -285,16 +284,24 @@ def _instant_fault_reply(fault: Fault, self_url: str) -> _Reply | None:
     """Replies for faults that never reach the (capacity-limited) renderer."""
     if fault is Fault.S503:
         return _text(503, "Service Unavailable")
+    if fault is Fault.S503_RETRY_AFTER:
+        return _Reply(503, b"Service Unavailable\n", "text/plain", (("Retry-After", "5"),))
     if fault is Fault.S429:
         return _Reply(429, b"Too Many Requests\n", "text/plain", (("Retry-After", "1"),))
     if fault is Fault.S500:
         return _text(500, "Internal Server Error")
+    if fault is Fault.S502:
+        return _text(502, "Bad Gateway")
+    if fault is Fault.S504:
+        return _text(504, "Gateway Timeout")
     if fault is Fault.S404:
         return _text(404, "Not Found", content_type=None)
     if fault is Fault.HTML200:
         return _Reply(200, HTML_BODY, "text/html; charset=utf-8")
     if fault is Fault.GARBAGE200:
         return _Reply(200, GARBAGE_BODY, "image/jpeg")
+    if fault is Fault.EMPTY200:
+        return _Reply(200, b"", "image/jpeg")
     if fault is Fault.REDIRECT_FILE:
         return _Reply(302, headers=(("Location", "file:///etc/passwd"),))
     if fault is Fault.REDIRECT_LOOP:
@@ -319,10 +326,14 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.server.fake._pause(self.server.fake.rtt)  # the TCP handshake's round trip
 
+    def handle(self) -> None:
+        if self.server.fake._held_in_blackhole(self.server.index):
+            self.close_connection = True
+            return
+        super().handle()
+
     def do_GET(self) -> None:
         self.server.fake._serve(self, self.server.index)
-
-    do_HEAD = do_GET
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # keep pytest / benchmark output clean
@@ -344,7 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
         if content_length is None:
             self.request_done()
         self.end_headers()
-        if self.command != "HEAD" and content_length is None:
+        if content_length is None:
             self.wfile.write(reply.body)
 
     def write_truncated(self, reply: _Reply) -> None:
@@ -365,6 +376,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(view[:n])
             remaining -= n
         self.close_connection = remaining > 0
+
+    def write_trickle(self, interval: float, stopping: threading.Event) -> None:
+        """Announce TRICKLE_LENGTH bytes, then send them one at a time, each within any read timeout."""
+        self.write_reply(_Reply(200, content_type="image/jpeg"), content_length=TRICKLE_LENGTH)
+        self.close_connection = True
+        for sent in range(TRICKLE_LENGTH):
+            if stopping.wait(interval):
+                return
+            if sent == TRICKLE_LENGTH - 1:
+                self.request_done()
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+
+    def cut(self) -> None:
+        """Read the request, then close the connection without a word (a FIN, not an RST)."""
+        self.close_connection = True
+        self.request_done()
 
     def reset(self) -> None:
         """Drop the connection with a TCP RST instead of a response."""
@@ -443,6 +474,118 @@ class _HostServer(ThreadingHTTPServer):
             return list(self._live_threads)
 
 
+@dataclass
+class _HostFault:
+    """A host-wide rule: every `every`-th image request gets `fault` (after `delay` seconds)."""
+
+    fault: Fault
+    every: int = 1
+    delay: float = 0.0
+    first_only: bool = False  # only a URL's first request: its retries always succeed
+    requests: int = field(default=0, compare=False)
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A forward proxy for loopback only: absolute-URI GETs and CONNECT tunnels."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _refused(self, method: str, port: int | None) -> bool:
+        fake = self.server.fake
+        with fake._lock:
+            self.server.seen.append((method, self.path))
+            self.server.times.append(time.monotonic())
+        status = fake._tunnel_refusal(port) if port is not None else None
+        if status is None:
+            return False
+        # As a proxy says it could not reach the host: a status line, no body, and the connection closed.
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        return True
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if parts.scheme != "http" or parts.hostname != "127.0.0.1":
+            self.send_error(403, "loopback only")
+            return
+        if self._refused("GET", parts.port):
+            return
+        upstream = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            upstream.request("GET", target, headers={"User-Agent": self.headers.get("User-Agent", "")})
+            reply = upstream.getresponse()
+            body = reply.read()
+        finally:
+            upstream.close()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.getheader("Content-Type") or "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_CONNECT(self) -> None:
+        host, _, port = self.path.rpartition(":")
+        if host != "127.0.0.1" or not port.isdigit():
+            self.send_error(403, "loopback only")
+            return
+        if self._refused("CONNECT", int(port)):
+            return
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.close_connection = True
+        ends = [self.connection, upstream]
+        stopping = self.server.fake._stopping
+        try:
+            while not stopping.is_set():
+                readable, _, _ = select.select(ends, [], [], _POLL)
+                for end in readable:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (upstream if end is self.connection else self.connection).sendall(data)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, fake: FakeIIIF) -> None:
+        self.fake = fake
+        self.seen: list[tuple[str, str]] = []  # guarded by fake._lock
+        self.times: list[float] = []  # each request's arrival, parallel to seen
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": _POLL}, daemon=True,
+                                        name="FakeIIIF-proxy")
+        self._thread.start()
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)  # no reverse DNS lookup (see _HostServer)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def threads(self) -> list[threading.Thread]:
+        return [self._thread]
+
+
 # --------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------
@@ -451,9 +594,8 @@ class _HostServer(ThreadingHTTPServer):
 class FakeIIIF:
     """``hosts`` loopback IIIF servers sharing one set of fault rules and stats.
 
-    Servers start listening in the constructor; ``start()`` is a no-op kept for
-    symmetry, ``stop()`` is idempotent.  See the module docstring for how URLs
-    are matched.
+    Servers start listening in the constructor; ``stop()`` is idempotent.
+    See the module docstring for how URLs are matched.
     """
 
     def __init__(
@@ -464,6 +606,7 @@ class FakeIIIF:
         capacity: int | None = None,
         ssl_context=None,
         stall_seconds: float = 60.0,
+        trickle_interval: float = 0.1,
     ) -> None:
         if hosts < 1:
             raise ValueError("hosts must be >= 1")
@@ -473,6 +616,7 @@ class FakeIIIF:
         self.rtt = rtt
         self.capacity = capacity
         self.stall_seconds = stall_seconds
+        self.trickle_interval = trickle_interval
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._faults: dict[tuple[int | None, str], collections.deque[list]] = {}
@@ -483,6 +627,10 @@ class FakeIIIF:
             threading.BoundedSemaphore(capacity) if capacity else None for _ in range(hosts)
         ]
         self._killed: set[int] = set()
+        self._host_faults: dict[int, _HostFault] = {}
+        self._blackholed: set[int] = set()
+        self._refused_tunnels: dict[int, int] = {}  # host -> the status its proxy tunnels get
+        self._proxy: _ProxyServer | None = None
         self._init_stats(hosts)
         scheme = "https" if ssl_context is not None else "http"
         self._servers = [_HostServer(self, i, ssl_context) for i in range(hosts)]
@@ -501,6 +649,7 @@ class FakeIIIF:
     def _init_stats(self, hosts: int) -> None:
         self._counts: collections.Counter[tuple[int, str]] = collections.Counter()
         self._log: list[tuple[int, str]] = []
+        self._times: list[float] = []
         self._agents: list[str] = []
         self._in_flight = {i: 0 for i in range(hosts)}
         self._peak = {i: 0 for i in range(hosts)}
@@ -513,9 +662,6 @@ class FakeIIIF:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
-
-    def start(self) -> FakeIIIF:
-        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Shut every host down and join all threads, waking stalled handlers."""
@@ -530,12 +676,72 @@ class FakeIIIF:
         threads = list(self._serve_threads)
         for server in self._servers:
             threads += server.live_threads()
+        if self._proxy is not None:
+            self._proxy.close()
+            threads += self._proxy.threads()
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def kill_host(self, index: int) -> None:
         """Make host ``index`` dead: connections are refused and open ones are cut."""
         self._close_host(index)
+
+    def fail_host(self, index: int, fault: Fault, *, delay: float = 0.0) -> None:
+        """Fault every image request to host ``index`` (after ``delay`` seconds each) until ``heal_host``."""
+        self._set_host_fault(index, _HostFault(Fault(fault), every=1, delay=delay))
+
+    def flaky_host(self, index: int, fault: Fault, every: int = 5) -> None:
+        """Fault every ``every``-th image request to host ``index``, if it is its URL's first request.
+
+        Deterministic, unlike a random share: no image fails twice, so no client is ever
+        unlucky enough to run out of retries, yet a 1/``every`` share of requests fails."""
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        self._set_host_fault(index, _HostFault(Fault(fault), every=every, first_only=True))
+
+    def heal_host(self, index: int) -> None:
+        """Undo ``fail_host``, ``flaky_host``, ``blackhole_host`` and ``refuse_tunnels`` for host ``index``."""
+        with self._lock:
+            self._host_faults.pop(index, None)
+            self._blackholed.discard(index)
+            self._refused_tunnels.pop(index, None)
+
+    def blackhole_host(self, index: int) -> None:
+        """Accept connections to host ``index`` but never read or answer them (until ``heal_host``)."""
+        with self._lock:
+            self._blackholed.add(index)
+
+    def refuse_tunnels(self, index: int, status: int = 502) -> None:
+        """The proxy answers ``status`` to a CONNECT (or a proxied GET) for host ``index``,
+        as a proxy does for a host it cannot reach."""
+        with self._lock:
+            self._refused_tunnels[index] = status
+
+    @property
+    def proxy_url(self) -> str:
+        """A forward proxy (absolute-URI GETs and CONNECT tunnels, to 127.0.0.1 only), started on first use."""
+        with self._lock:
+            if self._proxy is None:
+                self._proxy = _ProxyServer(self)
+            return self._proxy.url
+
+    @property
+    def proxy_log(self) -> list[tuple[str, str]]:
+        """``(method, target)`` of every request the proxy received, refused ones included."""
+        with self._lock:
+            return list(self._proxy.seen) if self._proxy is not None else []
+
+    @property
+    def proxy_times(self) -> list[float]:
+        """``time.monotonic()`` at each of the proxy's requests, parallel to ``proxy_log``."""
+        with self._lock:
+            return list(self._proxy.times) if self._proxy is not None else []
+
+    def _set_host_fault(self, index: int, rule: _HostFault) -> None:
+        if not 0 <= index < len(self._servers):
+            raise ValueError(f"no host {index}")
+        with self._lock:
+            self._host_faults[index] = rule
 
     def _close_host(self, index: int) -> None:
         with self._lock:
@@ -598,6 +804,12 @@ class FakeIIIF:
             return list(self._log)
 
     @property
+    def request_times(self) -> list[float]:
+        """``time.monotonic()`` at each request's arrival, parallel to ``request_log``."""
+        with self._lock:
+            return list(self._times)
+
+    @property
     def user_agents(self) -> list[str]:
         """User-Agent of every request, parallel to ``request_log`` ("" when absent)."""
         with self._lock:
@@ -623,7 +835,7 @@ class FakeIIIF:
 
     def expected_bytes(self, url: str, fault: Fault | None = None) -> bytes:
         """Body a request for ``url`` gets when not faulted, or when faulted with
-        one of the image variants (GRAY, CMYK, PNG, OVERSIZED, UNDERSIZED, BOMB)."""
+        one of the image variants (GRAY, CMYK, PNG, BOMB)."""
         if fault is not None and Fault(fault) not in IMAGE_VARIANTS:
             raise ValueError(f"{fault} does not produce a fixed body")
         host, path = self._locate(url)
@@ -646,6 +858,7 @@ class FakeIIIF:
     def _tracking(self, handler: _Handler, host: int, path: str) -> Iterator[None]:
         with self._lock:
             self._log.append((host, handler.path))
+            self._times.append(time.monotonic())
             self._agents.append(handler.headers.get("User-Agent", ""))
             self._counts[(host, path)] += 1
             self._in_flight[host] += 1
@@ -681,6 +894,39 @@ class FakeIIIF:
                 return entry[0]
         return None
 
+    def _host_fault(self, host: int, path: str) -> Fault | None:
+        """The fault a host-wide rule puts on this request (its delay already waited), if any."""
+        if not self._is_image_path(path):
+            return None  # metadata files stay reachable: the rules are about the image server
+        with self._lock:
+            rule = self._host_faults.get(host)
+            if rule is None:
+                return None
+            rule.requests += 1
+            hit = rule.requests % rule.every == 0 and (not rule.first_only or self._counts[(host, path)] == 1)
+        if not hit:
+            return None
+        self._pause(rule.delay)
+        return rule.fault
+
+    def _held_in_blackhole(self, host: int) -> bool:
+        """Hold a new connection while its host is blackholed; True if it was (it gets no answer)."""
+        held = False
+        while True:
+            with self._lock:
+                if host not in self._blackholed:
+                    return held
+            held = True
+            if self._pause(_POLL):
+                return True
+
+    def _tunnel_refusal(self, port: int) -> int | None:
+        with self._lock:
+            for index, status in self._refused_tunnels.items():
+                if self._servers[index].server_address[1] == port:
+                    return status
+        return None
+
     def _pause(self, seconds: float) -> bool:
         """Sleep unless stopping; True means "stop() was called, give up"."""
         if seconds <= 0:
@@ -704,7 +950,7 @@ class FakeIIIF:
         with self._lock:
             if path in self._files:
                 return False
-        return path.startswith("/iiif/") and _info_identifier(path) is None
+        return path.startswith("/iiif/")
 
     def _content(self, host: int, path: str, variant: Fault | None = None) -> _Reply:
         """The reply for ``path`` ignoring transport faults; ``variant`` swaps in an alternative image."""
@@ -715,9 +961,6 @@ class FakeIIIF:
         if data is not None and variant is None:
             content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
             return _Reply(200, data, content_type)
-        identifier = _info_identifier(path)
-        if identifier is not None and variant is None:
-            return self._info_reply(host, identifier)
         if not path.startswith("/iiif/") and variant is None:
             return _text(404, "Not Found", content_type=None)  # iipsrv sends no Content-Type
         try:
@@ -749,17 +992,6 @@ class FakeIIIF:
                 self._bomb = _build_bomb_png()
             return self._bomb
 
-    def _info_reply(self, host: int, identifier: str) -> _Reply:
-        info = {
-            "@context": "http://iiif.io/api/image/2/context.json",
-            "@id": f"{self.base_urls[host]}/iiif/{identifier}",
-            "protocol": "http://iiif.io/api/image",
-            "width": PAGE_SIZE[0],
-            "height": PAGE_SIZE[1],
-            "profile": ["http://iiif.io/api/image/2/level1.json"],
-        }
-        return _Reply(200, json.dumps(info).encode(), "application/json")
-
     # -- internals: request handling -----------------------------------------
 
     def _serve(self, handler: _Handler, host: int) -> None:
@@ -768,7 +1000,7 @@ class FakeIIIF:
             if self._pause(self.rtt):
                 handler.close_connection = True
                 return
-            fault = self._take_fault(host, path)
+            fault = self._take_fault(host, path) or self._host_fault(host, path)
             if fault is Fault.STALL:
                 if self._pause(self.stall_seconds):
                     handler.close_connection = True
@@ -776,6 +1008,12 @@ class FakeIIIF:
                 fault = None
             if fault is Fault.RESET:
                 handler.reset()
+                return
+            if fault is Fault.CUT:
+                handler.cut()
+                return
+            if fault is Fault.TRICKLE:
+                handler.write_trickle(self.trickle_interval, self._stopping)
                 return
             instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path)
             if instant:

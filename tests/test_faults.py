@@ -4,14 +4,13 @@ from __future__ import annotations
 import csv
 import io
 import socket
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import image_files, make_synthetic, run_cli
+from helpers import image_files, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
@@ -37,58 +36,6 @@ def assert_server_bytes(srv, root: Path, urls: dict[int, str], indices) -> None:
         name = f"{i:08d}.jpg"
         assert name in files, f"{name} missing"
         assert files[name].read_bytes() == srv.expected_bytes(urls[i]), f"{name} differs from its URL's image"
-
-
-class Gate:
-    """A host of our own in front of a FakeIIIF host: blackholed (accepts connections, never answers) or forwarding."""
-
-    def __init__(self, target: str):
-        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
-        self.forward = False
-        self.accepted = 0
-        self._held: list[socket.socket] = []
-        self._closed = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self._sock.settimeout(0.05)
-        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self._held.append(conn)
-            if self.forward:
-                upstream = socket.create_connection(self.target)
-                self._held.append(upstream)
-                for a, b in ((conn, upstream), (upstream, conn)):
-                    threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._closed.set()
-        self._thread.join()
-        for s in [self._sock, *self._held]:
-            s.close()
 
 
 def hold_port(base_url: str) -> socket.socket:
@@ -275,15 +222,14 @@ def test_a_dead_host_is_given_up_quickly_and_named_once(srv, tmp_path, capsys, r
     dead = [i for i in synth.urls if i % 3 == 2]
     srv.kill_host(2)
     with hold_port(srv.base_urls[2]):
-        started = time.monotonic()
         code, _, err = run_cli(capsys, "download", "--dir", str(tmp_path / "data"), "--metadata-dir",
                                str(synth.meta_dir), "--quiet", "--timeout", "2", "--retries", retries)
-        elapsed = time.monotonic() - started
-    assert elapsed < 3 * 2
     assert code == EXIT_INCOMPLETE
     assert_server_bytes(srv, tmp_path / "data", synth.urls, [i for i in synth.urls if i not in dead])
     failed = failures(tmp_path / "data")
     assert sorted(failed) == [f"{i:08d}.jpg" for i in dead]
+    # Given up after a short run, not image by image: attempts are counted per image in failures.csv.
+    assert sum(int(r["attempts"]) for r in failed.values()) <= RetryPolicy().breaker_threshold + 4
     unreachable = [r for r in failed.values() if r["error"].startswith("host unreachable")]
     if retries == "5":
         assert len(unreachable) == len(dead)
@@ -293,45 +239,37 @@ def test_a_dead_host_is_given_up_quickly_and_named_once(srv, tmp_path, capsys, r
     # One line as it happens (not one per image), and the final summary line names the host too.
     lines = [line for line in err.splitlines() if "host unreachable" in line]
     assert len(lines) == 1 and host in lines[0]
-    assert f"unreachable: {host}" in err.strip().splitlines()[-1]
+    assert f"given up: {host}" in err.strip().splitlines()[-1]
     assert "Traceback" not in err
 
 
 def test_a_blackholed_host_ends_the_run_within_a_few_timeouts_and_the_next_run_tries_it_again(srv, tmp_path):
     synth = make_synthetic(srv, tmp_path, n=45, blank=(), unlabeled=())
-    gate = Gate(srv.base_urls[2])
-    try:
-        urls = {i: u.replace(srv.base_urls[2], gate.base_url) for i, u in synth.urls.items()}
-        synth.rewrite("urls.txt", ("\n".join(urls[i] for i in range(45)) + "\n").encode())
-        behind_gate = [i for i in urls if i % 3 == 2]
-        root, timeout, err = tmp_path / "data", 1.0, io.StringIO()
+    urls = synth.urls
+    srv.blackhole_host(2)  # connections are accepted, requests never answered
+    behind = [i for i in urls if i % 3 == 2]
+    root, timeout, err = tmp_path / "data", 1.0, io.StringIO()
 
-        started = time.monotonic()
-        summary = kaokore.download(root, metadata_dir=synth.meta_dir, timeout=timeout, policy=FAST, stream=err)
-        elapsed = time.monotonic() - started
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, timeout=timeout, policy=FAST, stream=err)
 
-        assert elapsed < 6 * timeout
-        assert summary.exit_status == EXIT_INCOMPLETE
-        assert summary.hosts_unreachable == [host_key(gate.base_url)]
-        assert_server_bytes(srv, root, urls, [i for i in urls if i not in behind_gate])
-        failed = failures(root)
-        assert sorted(failed) == [f"{i:08d}.jpg" for i in behind_gate]
-        assert all(r["error"].startswith("host unreachable") for r in failed.values())
-        assert len([line for line in err.getvalue().splitlines() if "host unreachable" in line]) == 1
-        assert f"unreachable: {host_key(gate.base_url)}" in err.getvalue().strip().splitlines()[-1]
-        assert gate.accepted < len(behind_gate)  # given up, not waited out image by image
-        tried_before = gate.accepted
+    assert summary.exit_status == EXIT_INCOMPLETE
+    assert summary.hosts_unreachable == [host_key(srv.base_urls[2])]
+    assert_server_bytes(srv, root, urls, [i for i in urls if i not in behind])
+    failed = failures(root)
+    assert sorted(failed) == [f"{i:08d}.jpg" for i in behind]
+    assert all(r["error"].startswith("host unreachable") for r in failed.values())
+    assert len([line for line in err.getvalue().splitlines() if "host unreachable" in line]) == 1
+    assert f"given up: {host_key(srv.base_urls[2])}" in err.getvalue().strip().splitlines()[-1]
+    # Given up after a few rounds of timeouts, not waited out image by image.
+    assert srv.connections_opened[2] <= RetryPolicy().breaker_threshold + 4 < len(behind)
 
-        gate.forward = True  # the host is back
-        srv.reset_stats()
-        summary = kaokore.download(root, metadata_dir=synth.meta_dir, timeout=timeout, policy=FAST, quiet=True)
-        assert summary.exit_status == EXIT_OK
-        assert gate.accepted > tried_before
-        assert len(srv.request_log) == len(behind_gate)
-        assert_server_bytes(srv, root, urls, urls)
-        assert not (root / "failures.csv").exists()
-    finally:
-        gate.close()
+    srv.heal_host(2)  # the host is back
+    srv.reset_stats()
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, timeout=timeout, policy=FAST, quiet=True)
+    assert summary.exit_status == EXIT_OK
+    assert len(srv.request_log) == len(behind)
+    assert_server_bytes(srv, root, urls, urls)
+    assert not (root / "failures.csv").exists()
 
 
 def test_an_overloaded_host_is_slowed_as_a_whole_then_given_up(srv, tmp_path):
@@ -353,38 +291,18 @@ def test_an_overloaded_host_is_slowed_as_a_whole_then_given_up(srv, tmp_path):
     assert all("host overloaded" in f.error for f in summary.failures)
 
 
-def test_a_body_trickling_in_is_cut_off_at_four_timeouts(tmp_path):
-    """Each byte arrives within --timeout, so no read times out; the whole-body deadline must."""
+def test_a_body_trickling_in_is_cut_off_at_four_timeouts(srv):
+    """Each byte arrives within --timeout, so no read times out; the whole-body deadline must.
+
+    The whole body would take 100 x 0.1 s = 10 s: that SlowResponse is raised at all shows it was
+    cut off first (a body that arrives complete is returned, however late)."""
     from kaokore.session import HttpOptions, SlowResponse, get_body, make_session
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def trickle():
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n")
-            for _ in range(100):
-                if stop.wait(0.1):
-                    return
-                try:
-                    conn.sendall(b"x")
-                except OSError:
-                    return
-
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
+    url = srv.url(0, "book/page.tif")
+    srv.inject(url, Fault.TRICKLE)  # a byte every 0.1 s
     options = HttpOptions(timeout=0.3)
-    started = time.monotonic()
-    try:
-        with make_session(options, per_host=1) as session, pytest.raises(SlowResponse):
-            get_body(session, f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg", options)
-    finally:
-        stop.set()
-        listener.close()
-        thread.join(5)
-    assert time.monotonic() - started < 4 * 0.3 + 1.0  # not the 10 s the trickle would take
+    with make_session(options, per_host=1) as session, pytest.raises(SlowResponse, match="after 1.2s"):
+        get_body(session, url, options)
 
 
 def test_a_stalled_page_on_a_live_host_does_not_take_the_host_down(tmp_path):

@@ -8,21 +8,16 @@ are used. Nothing here leaves 127.0.0.1.
 from __future__ import annotations
 
 import csv
-import http.client
 import os
-import select
-import socket
 import ssl
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import image_files, jpeg_info, make_synthetic, run_cli
+from helpers import image_files, jpeg_info, make_synthetic, run_cli
 from iiif_server import FakeIIIF
 
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
@@ -230,96 +225,28 @@ def test_ssl_unverified_context_needs_no_usable_ca_bundle(tls_srv, tls_synth, tm
 # --------------------------------------------------------------------------
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
-    """A forward proxy for loopback only: absolute-URI GETs and CONNECT tunnels."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        if parts.scheme != "http" or parts.hostname != "127.0.0.1":
-            self.send_error(403, "loopback only")
-            return
-        self.server.seen.append(("GET", self.path))
-        upstream = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-        try:
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
-            upstream.request("GET", target, headers={"User-Agent": self.headers.get("User-Agent", "")})
-            reply = upstream.getresponse()
-            body = reply.read()
-        finally:
-            upstream.close()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.getheader("Content-Type") or "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_CONNECT(self) -> None:
-        host, _, port = self.path.rpartition(":")
-        if host != "127.0.0.1":
-            self.send_error(403, "loopback only")
-            return
-        self.server.seen.append(("CONNECT", self.path))
-        upstream = socket.create_connection((host, int(port)), timeout=10)
-        self.send_response(200, "Connection established")
-        self.end_headers()
-        self.close_connection = True
-        ends = [self.connection, upstream]
-        try:
-            while not self.server.stopping.is_set():
-                readable, _, _ = select.select(ends, [], [], 0.05)
-                for end in readable:
-                    data = end.recv(65536)
-                    if not data:
-                        return
-                    (upstream if end is self.connection else self.connection).sendall(data)
-        except OSError:
-            pass
-        finally:
-            upstream.close()
-
-
-@pytest.fixture
-def proxy():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
-    server.daemon_threads = True
-    server.seen = []
-    server.stopping = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.stopping.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
-def test_http_proxy_from_environment_is_used(srv, tmp_path, capsys, monkeypatch, proxy):
+def test_http_proxy_from_environment_is_used(srv, tmp_path, capsys, monkeypatch):
     synth = make_synthetic(srv, tmp_path, n=12)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.setenv("HTTP_PROXY", srv.proxy_url)
     out = tmp_path / "data"
     code, _, err = run_cli(capsys, *download_args(synth, out))
     assert code == EXIT_OK, err
     assert_complete(srv, synth, out)
-    assert sorted(url for method, url in proxy.seen) == sorted(synth.urls.values())
+    assert sorted(url for method, url in srv.proxy_log) == sorted(synth.urls.values())
 
 
 def test_https_proxy_from_environment_tunnels_and_still_verifies(tls_srv, tls_synth, pki, tmp_path, capsys,
-                                                                monkeypatch, proxy):
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+                                                                monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", tls_srv.proxy_url)
     out = tmp_path / "data"
     code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--per-host", "1"))
     assert code == EXIT_INCOMPLETE, err  # through the tunnel, the certificate is still checked
     assert all("not trusted" in row["error"] for row in failures(out))
-    tunnels_refused = len(proxy.seen)
+    tunnels_refused = len(tls_srv.proxy_log)
 
     code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--ca-bundle", pki["ca"]))
     assert code == EXIT_OK, err
     assert_complete(tls_srv, tls_synth, out)
-    tunnels = proxy.seen[tunnels_refused:]
+    tunnels = tls_srv.proxy_log[tunnels_refused:]
     assert tunnels and {method for method, _ in tunnels} == {"CONNECT"}
     assert {target for _, target in tunnels} == {urlsplit(base).netloc for base in tls_srv.base_urls}

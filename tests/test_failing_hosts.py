@@ -1,0 +1,156 @@
+"""A host that fails every request, whatever the way it fails, costs a bounded number of requests;
+a flaky host that works most of the time loses nothing. Loopback hosts only."""
+from __future__ import annotations
+
+import csv
+import io
+import ssl
+from pathlib import Path
+
+import pytest
+
+from helpers import image_files, make_synthetic
+from iiif_server import FakeIIIF, Fault
+
+import kaokore
+from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
+from kaokore.fetch import RetryPolicy
+from kaokore.session import host_key
+
+N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200
+FAILING, FLAKY = 0, 1
+# Short pauses keep the suite quick; the bounds below come from the breaker, not from the clock.
+QUICK = RetryPolicy(backoff_factor=0.01, host_pause_max=0.1)
+AT_MOST = 3 * 8  # "a few dozen": the run of 8 images, the requests in flight meanwhile, and slack
+
+
+def failures(root: Path) -> dict[str, str]:
+    with open(root / "failures.csv", newline="", encoding="utf-8") as f:
+        return {r["image"]: r["error"] for r in csv.DictReader(f)}
+
+
+def image_requests(srv: FakeIIIF, host: int) -> int:
+    return sum(1 for h, path in srv.request_log if h == host and path.startswith("/iiif/"))
+
+
+def assert_only_the_failing_host_lost(srv, synth, root: Path, summary, failing: int, reason: str) -> None:
+    assert summary.exit_status == EXIT_INCOMPLETE
+    lost = sorted(synth.name(i) for i in synth.urls if i % 3 == failing)
+    failed = failures(root)
+    assert sorted(failed) == lost  # every image of that host is named, and nothing else
+    assert all(reason in error for error in failed.values()), set(failed.values())
+    files = image_files(root)
+    for i, url in synth.urls.items():
+        if i % 3 != failing:
+            assert files[synth.name(i)].read_bytes() == srv.expected_bytes(url)
+    assert summary.hosts_unreachable == [host_key(srv.base_urls[failing])]
+
+
+@pytest.mark.parametrize("fault, delay, reason", [
+    (Fault.CUT, 0.0, "host failing: connection error: "),
+    (Fault.RESET, 0.0, "host failing: connection error: "),
+    (Fault.S500, 0.0, "host failing: HTTP 500 on 8 images in a row"),
+    (Fault.S500, 0.1, "host failing: HTTP 500 on 8 images in a row"),
+    (Fault.S502, 0.0, "host failing: HTTP 502 on 8 images in a row"),
+    (Fault.S504, 0.0, "host failing: HTTP 504 on 8 images in a row"),
+    (Fault.HTML200, 0.0, "host failing: body is not an image (HTML"),
+    (Fault.EMPTY200, 0.0, "host failing: body is not an image"),
+    (Fault.TRUNCATED, 0.0, "host failing: incomplete response"),
+], ids=["cut", "reset", "500", "500-after-100ms", "502", "504", "html-200", "empty-200", "truncated"])
+def test_a_host_failing_every_request_costs_a_bounded_number_of_requests(srv, tmp_path, fault, delay, reason):
+    synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+    srv.fail_host(FAILING, fault, delay=delay)
+    root, err = tmp_path / "data", io.StringIO()
+
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, stream=err)
+
+    assert image_requests(srv, FAILING) <= AT_MOST  # without the breaker: 60 images x 6 (or 3) attempts
+    assert_only_the_failing_host_lost(srv, synth, root, summary, FAILING, reason)
+    notes = [line for line in err.getvalue().splitlines() if "host failing" in line]
+    assert len(notes) == 1 and host_key(srv.base_urls[FAILING]) in notes[0]  # said once, as it happens
+
+
+def test_with_no_retries_a_failing_host_still_costs_one_run_not_one_request_per_image(srv, tmp_path):
+    synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+    srv.fail_host(FAILING, Fault.S500)
+    root = tmp_path / "data"
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, retries=0, quiet=True)
+    assert image_requests(srv, FAILING) <= AT_MOST
+    assert summary.exit_status == EXIT_INCOMPLETE and len(failures(root)) == N // 3
+
+
+def test_a_flaky_host_loses_nothing_next_to_a_failing_one_with_default_options(srv, tmp_path):
+    """What a user gets by default: the failing host is given up, the flaky one (one in five
+    first requests fails, in every way a request can) is slowed a little and completes."""
+    synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+    srv.fail_host(FAILING, Fault.S500)
+    srv.flaky_host(FLAKY, Fault.RESET, every=5)
+    root = tmp_path / "data"
+
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True)
+
+    assert image_requests(srv, FAILING) <= AT_MOST
+    assert N // 3 < image_requests(srv, FLAKY) <= N // 3 * 5 // 4  # each failed first request retried once
+    assert_only_the_failing_host_lost(srv, synth, root, summary, FAILING, "host failing: HTTP 500")
+
+
+@pytest.mark.parametrize("fault", [Fault.S500, Fault.CUT, Fault.HTML200, Fault.S503, Fault.TRUNCATED])
+def test_a_20_percent_flaky_host_completes(srv, tmp_path, fault):
+    synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+    srv.flaky_host(FLAKY, fault, every=5)
+    root = tmp_path / "data"
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
+    assert summary.exit_status == EXIT_OK and summary.hosts_unreachable == []
+    # The failures happened (every fifth request, if its URL's first) and were retried, once each.
+    assert N // 3 < image_requests(srv, FLAKY) <= N // 3 * 5 // 4
+    files = image_files(root)
+    assert all(files[synth.name(i)].read_bytes() == srv.expected_bytes(url) for i, url in synth.urls.items())
+
+
+def test_a_failing_host_that_delivered_before_is_given_up_after_a_longer_run(srv, tmp_path):
+    """Half the host's images arrive, then it starts failing: still bounded, and the images it gave are kept."""
+    synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+    root = tmp_path / "data"
+    kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True, limit=N // 2)
+    srv.fail_host(FAILING, Fault.S502)
+    srv.reset_stats()
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
+    assert image_requests(srv, FAILING) <= AT_MOST
+    assert summary.exit_status == EXIT_INCOMPLETE
+    assert sorted(failures(root)) == sorted(synth.name(i) for i in synth.urls if i % 3 == FAILING and i >= N // 2)
+
+
+# --------------------------------------------------------------------------
+# Behind a proxy
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("pki") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context, str(path)
+
+
+def test_a_host_the_proxy_cannot_reach_is_named_as_such_and_given_up(pki, tmp_path, monkeypatch):
+    context, ca = pki
+    with FakeIIIF(hosts=3, ssl_context=context) as srv:
+        synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+        srv.refuse_tunnels(FAILING)  # 502 Bad Gateway to CONNECT: the proxy works, the host does not
+        monkeypatch.setenv("HTTPS_PROXY", srv.proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        root = tmp_path / "data"
+
+        summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True, ca_bundle=ca)
+
+        failing = host_key(srv.base_urls[FAILING])
+        tunnels = [target for method, target in srv.proxy_log if method == "CONNECT" and target == failing]
+        assert 1 <= len(tunnels) <= AT_MOST
+        assert_only_the_failing_host_lost(srv, synth, root, summary, FAILING,
+                                          f"proxy could not reach {failing}: 502 Bad Gateway")
+        assert not any("Unable to connect to proxy" in f.error for f in summary.failures)
