@@ -6,35 +6,42 @@ versions -> metadata -> plan -> fetch -> normalize -> store -> report.
 from __future__ import annotations
 
 import os
-import queue
 import sys
-import threading
 import time
-from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
-import requests
-
+from . import defaults, hints
 from . import metadata as md
 from ._version import __version__
-from .errors import DirectoryError, NetworkError, UsageError
-from .fetch import RETRY_STATUSES, Failure, HostDown, RetryPolicy, make_task, run_workers
-from .layout import DEFAULT_LAYOUT, check_layout, every_folder
+from .describe import download_command, write_dataset_description
+from .directory import IDENTIFYING_FILES, DatasetDir, inspect, resolve
+from .errors import DirectoryError, UsageError
+from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
+from .layout import any_layout_folders, check_layout
 from .plan import check_selection, make_plan, select
-from .report import Progress, Summary
-from .session import TLS_HINT, HttpOptions, ResponseTooLarge, describe, get_body, host_key, make_session
+from .report import Summary
+from .session import HttpOptions, make_session
 from .store import (
-    Journal, ManifestRow, StoreError, exclusive, prepare_folders, read_failures, read_state, prepare_root, read_manifest, remove_temporaries, write_failures,
-    write_manifest, write_root_files, write_state,
+    StoreError,
+    exclusive,
+    prepare_folders,
+    prepare_root,
+    read_failures,
+    release_space,
+    remove_temporaries,
+    reserve_space,
+    write_failures,
+    write_manifest,
+    write_root_files,
+    write_state,
 )
-from .versions import DEFAULT_VERSION, UPSTREAM_BASE_URL, VERSIONS, Version, get_version, identify_version
+from .versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
 
 METADATA_URL_ENV = "KAOKORE_METADATA_URL"
 MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang
-STOP_GRACE = 2.0  # seconds Ctrl-C waits for in-flight images before saving and leaving
-JOURNAL_FLUSH = 1.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -46,14 +53,14 @@ class Interrupted(KeyboardInterrupt):
 
 
 def download(
-    dir: str | os.PathLike = "kaokore",
+    dir: str | os.PathLike = defaults.DIR,
     dataset_version: str | Version | None = None,
     layout: str | None = None,
     *,
-    threads: int = 12,
-    per_host: int = 4,
+    threads: int = defaults.THREADS,
+    per_host: int = defaults.PER_HOST,
     retries: int | None = None,
-    timeout: float = 30.0,
+    timeout: float = defaults.TIMEOUT,
     force: bool = False,
     ssl_unverified_context: bool = False,
     ca_bundle: str | None = None,
@@ -75,7 +82,8 @@ def download(
 
     Returns a `Summary`; `summary.exit_status` is what the command line exits with.
     Raises `KaokoreError` for bad options, metadata or directory (nothing is
-    fetched then), and `Interrupted` on Ctrl-C once the manifest is saved.
+    fetched then), `RunStopped` (exit status 2) when the disk fills up or turns read-only
+    mid-run, and `Interrupted` on Ctrl-C; both once the manifest is saved, and carrying the summary.
     """
     started = time.monotonic()
     stream = stream or sys.stderr
@@ -84,128 +92,115 @@ def download(
         policy = replace(policy, retries=retries)  # the plain argument is what a user reaches for first
     _check_numbers(threads=threads, per_host=per_host, retries=policy.retries, timeout=timeout)
     root = Path(dir)
-    held = read_state(root)
-    layout = check_layout(layout or held.get("layout") or DEFAULT_LAYOUT)
-    if dataset_version is None:
-        dataset_version = held.get("dataset_version") if held.get("dataset_version") in VERSIONS else DEFAULT_VERSION
+    if layout is not None:
+        check_layout(layout)
     splits = list(splits) if splits is not None else None
     check_selection(splits, limit)
-    version = dataset_version if isinstance(dataset_version, Version) else get_version(dataset_version)
     options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
 
-    if (root / "__init__.py").exists() or (root / "pyproject.toml").exists():
+    if hints.looks_like_source(root):
         # Upstream's default --dir is "kaokore", which in a clone of this project is the source package.
         raise DirectoryError(f"{str(root)!r} looks like source code, not a dataset; pass another --dir")
+    # The user's own metadata is read (and validated) first: it is part of what DIR is judged against.
+    custom_files = md.read_local(metadata_dir) if metadata_dir is not None else None
+    # Judged before anything is written, so a refusal leaves DIR exactly as it was.
+    resolve(inspect(root), dataset_version, layout, custom_files)
     prepare_root(root)
     if ssl_unverified_context:
         print("kaokore: warning: --ssl_unverified_context: TLS certificates are NOT checked", file=stream)
     with exclusive(root), make_session(options, per_host) as session:
-        meta = _load_metadata(root, version, session, options, metadata_dir, metadata_url)
-        _refuse_other_version(root, version, meta)
+        # Again under the lock: another run may have changed DIR since the first look.
+        found = inspect(root)
+        resolved = resolve(found, dataset_version, layout, custom_files)
+        version, layout = resolved.version, resolved.layout
+        meta = _load_metadata(found, version, session, options, policy, custom_files, metadata_url)
         write_root_files(root, meta.files)
 
         selection = select(meta.items, splits, limit)
-        old_rows = read_manifest(root)
-        remove_temporaries(root, every_folder(meta.classes))
-        plan = make_plan(root, meta, layout, selection, old_rows, force)
+        remove_temporaries(root, any_layout_folders(meta.classes))
+        plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
+                         note=None if quiet else lambda text: print(text, file=stream, flush=True))
         # Only now: the files are where this layout puts them, so the state may say so.
         write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
+                    metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
                     kaokore=__version__)
+        if plan.adopted or plan.relocated or plan.damaged:
+            # A checkpoint before the long part: an adopted file was normalized in place, and a
+            # rerun after a crash must not take the re-encoded bytes for the server's own.
+            write_manifest(root, plan.rows.values())
         prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
+        if plan.adopted and not quiet:
+            print(f"kaokore: kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "
+                  f"({plan.adopted_converted} normalized to 256x256 RGB from the file on disk)",
+                  file=stream, flush=True)
 
         summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
                           already_present=plan.already_present, unavailable=plan.unavailable,
-                          relocated=plan.relocated, damaged=len(plan.damaged))
+                          relocated=plan.relocated, damaged=len(plan.damaged), adopted=plan.adopted)
         rows = dict(plan.rows)
+        stopped: StoreError | None = None  # the FIRST error of the disk: it is what the user must hear
         try:
-            _fetch_all(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
-                       options=options, policy=policy, layout=layout, quiet=quiet, stream=stream)
+            if plan.fetch:
+                reserve_space(root, _bookkeeping_bytes(rows, plan.fetch))
+            fetch_images(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
+                         options=options, policy=policy, layout=layout, quiet=quiet, stream=stream)
+        except StoreError as exc:
+            stopped = exc
+            summary.failed = len(summary.failures)
+            summary.not_attempted = max(len(plan.fetch) - summary.downloaded - summary.failed, 0)
         finally:
             # Saved however the fetching ended: a rerun trusts the manifest to skip what is done.
-            write_manifest(root, rows.values())
-            write_failures(root, [*summary.failures, *_earlier_failures(root, selection, rows)])
+            # Never raises: an error here must not hide the one that stopped the run.
+            release_space(root)
+            unsaved = _save_bookkeeping(root, rows, summary, selection)
+        stopped = stopped or unsaved
+        if stopped is None:
+            # Every run, a layout switch included: croissant.json, the card and imagefolder's files stay true.
+            try:
+                write_dataset_description(root, meta, layout, rows.values(), version=version.name,
+                                          command=download_command(root, version.name, layout, splits, limit,
+                                                                   metadata_dir))
+            except DirectoryError as exc:  # the disk filled up at the last moment: still a summary
+                stopped = StoreError(str(exc))
         summary.seconds = time.monotonic() - started
         print(summary.line(), file=stream, flush=True)
+    if stopped is not None:
+        raise RunStopped(stopped, summary)
     if summary.interrupted:
         raise Interrupted(summary)
     return summary
 
 
-def _fetch_all(session, root: Path, todo, rows: dict[str, ManifestRow], summary: Summary, *, threads: int,
-               per_host: int, options: HttpOptions, policy: RetryPolicy, layout: str, quiet: bool,
-               stream: TextIO) -> None:
-    if not todo:
-        return
-    tasks = [make_task(item, root, rel, policy) for item, rel in todo]
-    stop = threading.Event()
-    results: queue.Queue = queue.Queue()
-    progress = Progress(Counter(task.host for task in tasks), quiet=quiet, stream=stream)
-    collector = _Collector(rows, summary, Journal(root), progress, workers=min(threads, len(tasks)))
-    run_workers(session, tasks, threads=collector.workers, per_host=per_host, options=options, policy=policy,
-                layout=layout, stop=stop, results=results)
-    try:
-        while collector.workers and collector.fatal is None:
-            try:
-                collector.take(results.get(timeout=0.5))
-            except queue.Empty:
-                progress.tick()
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        progress.note("kaokore: interrupted; saving state")
-    finally:
-        # No new requests from here; what is in flight gets STOP_GRACE to land in the
-        # manifest, then is dropped (a rerun adopts any file that landed after that).
-        stop.set()
-        deadline = time.monotonic() + STOP_GRACE
-        while collector.workers and (summary.interrupted or collector.fatal is not None):
-            try:
-                collector.take(results.get(timeout=max(deadline - time.monotonic(), 0.01)))
-            except queue.Empty:
-                break
-        progress.close()
-        collector.journal.close()
-    if collector.fatal is not None:
-        raise collector.fatal
-    summary.failed = len(summary.failures)
-    summary.not_attempted = max(len(tasks) - summary.downloaded - summary.failed, 0)
+class RunStopped(StoreError):
+    """The disk stopped the run (full, over quota, read-only) after it had begun fetching.
 
+    What landed is in manifest.csv and what failed in failures.csv, as after any run;
+    `summary` is the run's summary, and a rerun once there is room completes it.
+    """
 
-class _Collector:
-    """Folds the workers' results into the summary, the manifest rows and the journal, on the main thread."""
-
-    def __init__(self, rows: dict[str, ManifestRow], summary: Summary, journal: Journal, progress: Progress,
-                 workers: int):
-        self.rows = rows
+    def __init__(self, error: StoreError, summary: Summary):
+        super().__init__(str(error))
         self.summary = summary
-        self.journal = journal
-        self.progress = progress
-        self.workers = workers  # still running; each sends None as it exits
-        self.fatal: StoreError | None = None  # DIR cannot take more images: the run must stop
-        self._last_flush = time.monotonic()
 
-    def take(self, result) -> None:
-        if result is None:
-            self.workers -= 1
-        elif isinstance(result, ManifestRow):
-            self.rows[result.image] = result
-            self.journal.append(result)
-            self.summary.downloaded += 1
-            self.summary.converted += bool(result.converted)
-            self.progress.advance(host_key(result.url), ok=True)
-        elif isinstance(result, Failure):
-            self.summary.failures.append(result)
-            self.progress.advance(host_key(result.url), ok=False)
-        elif isinstance(result, StoreError):
-            self.fatal = self.fatal or result
-        elif isinstance(result, HostDown):
-            self.summary.hosts_unreachable.append(result.host)
-            self.progress.note(f"kaokore: {result.host}: {result.reason}; "
-                               f"its {result.not_attempted} remaining images were not attempted")
-        now = time.monotonic()
-        if now - self._last_flush >= JOURNAL_FLUSH:
-            # Rows reach the disk about once a second: a crash loses at most that much source detail.
-            self.journal.flush()
-            self._last_flush = now
+
+def _save_bookkeeping(root: Path, rows, summary: Summary, selection) -> StoreError | None:
+    """Write the manifest and failures.csv, each whatever became of the other; the first error, if any."""
+    first = None
+    for save in (lambda: write_manifest(root, rows.values()),
+                 lambda: write_failures(root, [*summary.failures, *_earlier_failures(root, selection, rows)])):
+        try:
+            save()
+        except StoreError as exc:
+            first = first or exc
+    return first
+
+
+def _bookkeeping_bytes(rows, todo) -> int:
+    """Room, generously, for the manifest and failures.csv this run ends with, set aside while it fetches:
+    a row per image kept, and per image fetched a row in one file or the other (errors ~300 characters)."""
+    kept = sum(len(r.url) + 2 * len(r.path) + 200 for r in rows.values())
+    fetched = sum(len(item.url) + max(2 * len(rel) + 200, 330) for item, rel in todo)
+    return (kept + fetched) * 5 // 4 + 64 * 1024
 
 
 def _earlier_failures(root: Path, selection, rows) -> list[Failure]:
@@ -231,52 +226,17 @@ def _check_numbers(*, threads: int, per_host: int, retries: int, timeout: float)
         raise UsageError(f"--timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
 
 
-def _load_metadata(root: Path, version: Version, session, options: HttpOptions,
-                   metadata_dir, metadata_url) -> md.Metadata:
-    if metadata_dir is not None:
+def _load_metadata(found: DatasetDir, version: Version, session, options: HttpOptions, policy: RetryPolicy,
+                   custom_files, metadata_url) -> md.Metadata:
+    if custom_files is not None:
         # The user's own files: validated like any others, but not held to the pins.
-        files = md.read_local(metadata_dir)
-        pinned = all(md.sha256(files[n]) == d for n, d in version.sha256.items())
-        other = identify_version(md.sha256(files["urls.txt"]))
-        if other is not None and other.name != version.name:
-            raise UsageError(f"{metadata_dir} holds the metadata of KaoKore {other.name}, not {version.name}; "
-                             f"pass --dataset_version {other.name}")
-        return md.parse(files, pinned=pinned)
-    files = md.read_pinned_copy(root, version)
-    if files is None:
+        pinned = all(md.sha256(custom_files[n]) == d for n, d in version.sha256.items())
+        return md.parse(custom_files, pinned=pinned)
+    # DIR's copies that match their pins need no request (an upstream tree lacks only urls.txt).
+    files = {n: data for n, data in found.files.items() if md.sha256(data) == version.sha256[n]}
+    missing = [n for n in METADATA_FILES if n not in files]
+    if missing:
         base = metadata_url or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL
-        files = md.fetch_pinned(version, base, lambda url: _get_metadata_file(session, url, options))
-    return md.parse(files, pinned=True)
-
-
-def _get_metadata_file(session, url: str, options: HttpOptions) -> bytes:
-    error = ""
-    for attempt in range(3):
-        if attempt:
-            time.sleep(2 ** attempt)
-        try:
-            response = get_body(session, url, options)
-        except requests.exceptions.SSLError:
-            raise NetworkError(f"cannot fetch {url}: TLS certificate not trusted ({TLS_HINT})") from None
-        except ResponseTooLarge as exc:
-            raise NetworkError(f"cannot fetch metadata {url}: {exc}") from None
-        except (requests.exceptions.RequestException, OSError) as exc:
-            error = describe(exc)
-            continue
-        if response.status == 200:
-            return response.body
-        error = f"HTTP {response.status}"
-        if response.status not in RETRY_STATUSES:
-            break
-    raise NetworkError(f"cannot fetch metadata {url}: {error} (use --metadata-dir DIR to read local copies)")
-
-
-def _refuse_other_version(root: Path, version: Version, meta: md.Metadata) -> None:
-    """Image N of one version is not image N of another: never mix them in one DIR."""
-    try:
-        existing = (root / "urls.txt").read_bytes()
-    except OSError:
-        return
-    other = identify_version(md.sha256(existing))
-    if other is not None and other.name != version.name:
-        raise UsageError(f"{root} holds KaoKore {other.name}; use another --dir for {version.name}")
+        files.update(md.fetch_pinned(version, base, lambda url: get_metadata_file(session, url, options, policy),
+                                     names=missing))
+    return md.parse({n: files[n] for n in METADATA_FILES}, pinned=True)

@@ -12,11 +12,13 @@ import io
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from .attributes import Attributes
+from .attributes import parse_attributes as _parse_attributes
 from .errors import ChecksumError, MetadataError
 from .versions import METADATA_FILES, Version
 
@@ -55,6 +57,7 @@ class Metadata:
     items: tuple[Item, ...]  # ordered by index
     classes: Mapping[str, tuple[str, ...]]  # category -> class names, index = label
     pinned: bool  # whether every file matched the pinned SHA-256
+    attributes: Mapping[int, Attributes] = field(default_factory=dict)  # image index -> original_tags.txt
 
     @property
     def downloadable(self) -> list[Item]:
@@ -89,27 +92,11 @@ def read_local(folder: str | os.PathLike) -> dict[str, bytes]:
     return files
 
 
-def read_pinned_copy(folder: str | os.PathLike, version: Version) -> dict[str, bytes] | None:
-    """The five files from DIR's root if they are exactly the pinned ones, else None.
-
-    This is what lets a rerun, `verify` and `info` work without the network.
-    """
+def fetch_pinned(version: Version, base_url: str, get: Callable[[str], bytes],
+                 names: Sequence[str] = METADATA_FILES) -> dict[str, bytes]:
+    """The files `names` (all five by default) from `base_url` (upstream or a mirror), each checked against its pin."""
     files = {}
-    for name in METADATA_FILES:
-        try:
-            data = (Path(folder) / name).read_bytes()
-        except OSError:
-            return None
-        if sha256(data) != version.sha256[name]:
-            return None
-        files[name] = data
-    return files
-
-
-def fetch_pinned(version: Version, base_url: str, get: Callable[[str], bytes]) -> dict[str, bytes]:
-    """The five files from `base_url` (upstream or a mirror), each checked against its pin."""
-    files = {}
-    for name in METADATA_FILES:
+    for name in names:
         url = version.metadata_url(name, base_url)
         data = get(url)
         check_pinned(version, name, data, url)
@@ -128,7 +115,14 @@ def parse(files: Mapping[str, bytes], pinned: bool) -> Metadata:
         url = urls[index] if index < len(urls) else None
         split, gender, status = labels.get(index, (None, None, None))
         items.append(Item(index, url, split, gender, status))
-    return Metadata(dict(files), tuple(items), classes, pinned)
+    # Parsed here so a bad original_tags.txt stops a download before anything is fetched.
+    attributes = parse_attributes(files["original_tags.txt"], urls) if "original_tags.txt" in files else {}
+    return Metadata(dict(files), tuple(items), classes, pinned, attributes)
+
+
+def parse_attributes(data: bytes, urls: Sequence[str | None] = ()) -> dict[int, Attributes]:
+    """original_tags.txt -> {image index: Attributes} (see kaokore.attributes)."""
+    return _parse_attributes(_lines(_text(data, "original_tags.txt")), urls)
 
 
 def _text(data: bytes, filename: str) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
+from .attributes import Attributes, export_row
 from .index import IMAGE_SIZE, MissingFramework, MissingImagesWarning, read_index
+
 
 def _import_tensorflow():
     try:
@@ -24,8 +26,13 @@ def _import_tensorflow():
     return tf
 
 
-def load(root: str | os.PathLike, split: str = "train", category: str = "gender"):
+def load(root: str | os.PathLike, split: str = "train", category: str = "gender", attributes: bool = False):
     """A `tf.data.Dataset` of (uint8 [256, 256, 3] image, int64 label), in image-number order.
+
+    `category` may also name a closed set of original_tags.txt (orientation, holder,
+    fine_status). `attributes=True` adds a third element, a dict of the image's
+    original_tags.txt attributes in English as string and int64 scalars (tags joined
+    by ';', unknown years 0, as in attributes.csv).
 
     Images are decoded by `tf.io.decode_jpeg` in a parallel, order-preserving map;
     shuffle, batch and prefetch as usual. The returned dataset carries `class_names`
@@ -33,7 +40,7 @@ def load(root: str | os.PathLike, split: str = "train", category: str = "gender"
     by later transformations such as `.batch`.
     """
     tf = _import_tensorflow()
-    index = read_index(root, split, category)
+    index = read_index(root, split, category, attributes=attributes)
     index.warn_missing(stacklevel=2)
     paths = [p for p, _ in index.samples]
     labels = [label for _, label in index.samples]
@@ -48,6 +55,13 @@ def load(root: str | os.PathLike, split: str = "train", category: str = "gender"
     ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string),
                                              tf.constant(labels, dtype=tf.int64)))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if attributes:
+        rows = [{"name": a["name"], **export_row(Attributes(**{k: v for k, v in a.items() if k != "name"}))}
+                for a in index.attributes]
+        columns = {k: tf.constant([r[k] for r in rows], dtype=tf.int64 if k.startswith("year_") else tf.string)
+                   for k in (rows[0] if rows else {"name": ""})}
+        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(columns))).map(
+            lambda pair, extra: (pair[0], pair[1], extra))
     ds.class_names = list(index.classes)
     ds.file_paths = paths
     return ds

@@ -1,0 +1,233 @@
+"""What original_tags.txt says about each face, under English names.
+
+Upstream writes one line per image, `NNNNNNNN.jpg:key=value;key=value;...`, with
+Japanese keys, some of them repeated (three 制作年 values: from, to and the era;
+one タグ per free tag). The keys changed between versions (1.3 split 原典ID into
+DOI and two holders' own record ids), so they are read by meaning, not position.
+
+Closed sets (orientation, holder, fine status) get English names, and a value
+outside them is a metadata error like any other: it would otherwise become a
+silently wrong class. Free text (the work's title, the era, the tags) is kept as
+upstream wrote it, only stripped of surrounding blanks.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import MetadataError
+
+FILENAME = "original_tags.txt"
+LINE = re.compile(r"([0-9]{8})\.jpg:(.*)")
+YEAR = re.compile(r"[0-9]{3,4}")
+DOI = re.compile(r"10\.[0-9]{4,9}/\S+")
+KYOTO_RECORD = re.compile(r"RB[0-9]+")
+# A IIIF Image API region: full, square, x,y,w,h in pixels, or pct:x,y,w,h. Upstream has a few
+# crops reaching past the page's top or left edge ("-6,1446,234,234"), so x and y may be negative.
+IIIF_REGION = re.compile(r"full|square|(pct:)?-?[0-9.]+,-?[0-9.]+,[0-9.]+,[0-9.]+")
+
+ORIENTATIONS = {"四分の三": "three-quarter", "横": "side", "後": "back", "正面": "front", "不明": "unknown"}
+# The three holders, as CONTENT_PROVIDERS.txt names them and the collection each image comes from.
+HOLDERS = {
+    "国文学研究資料館": ("National Institute of Japanese Literature", "Dataset of Pre-Modern Japanese Text"),
+    "慶應義塾大学": ("Keio University", "Digital Collection of Keio University Libraries"),
+    "慶応義塾大学": ("Keio University", "Digital Collection of Keio University Libraries"),
+    "京都大学": ("Kyoto University", "Kyoto University Rare Materials Digital Archive"),
+}
+# Upstream's eight statuses; labels.csv keeps the first four (its `status`).
+FINE_STATUSES = {"貴族": "noble", "武士": "warrior", "化身": "incarnation", "庶民": "commoner",
+                 "僧侶": "monk", "神職": "priest", "動物": "animal", "不明": "unknown"}
+GENDERS = {"男": "male", "女": "female", "不明": "unknown"}
+UNKNOWN = "unknown"
+
+# The class lists of the closed sets, in a fixed order (a label's int indexes it).
+CLASSES: Mapping[str, tuple[str, ...]] = {
+    "orientation": ("three-quarter", "side", "back", "front", UNKNOWN),
+    "holder": ("National Institute of Japanese Literature", "Keio University", "Kyoto University", UNKNOWN),
+    "fine_status": ("noble", "warrior", "incarnation", "commoner", "monk", "priest", "animal", UNKNOWN),
+}
+
+# Keys naming the source book: one per line (1.0-1.2 used 原典ID for all three kinds).
+SOURCE_ID_KEYS = {
+    "原典ID": None,  # the kind is told by the value
+    "DOI": "doi",
+    "慶応義塾大学請求記号": "keio-call-number",
+    "京都大学貴重資料デジタルアーカイブレコードID": "kyoto-record-id",
+}
+SINGLE_KEYS = ("原典", "所蔵", "向き", "身分", "性別", *SOURCE_ID_KEYS)
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """One face's attributes from original_tags.txt, and where its pixels come from."""
+
+    work: str = ""  # 原典: the source work, as upstream wrote its title
+    holder: str = UNKNOWN  # 所蔵: the institution holding the work, in English
+    collection: str = ""  # the content provider's collection the image is served from
+    orientation: str = UNKNOWN  # 向き: three-quarter, side, back, front or unknown
+    period: str = ""  # 制作年: the era as upstream wrote it (e.g. 江戸前期, 不明), without the years
+    year_from: int | None = None  # 制作年 "from YYYY" (or a single year)
+    year_to: int | None = None  # 制作年 "to YYYY" (or a single year)
+    tags: tuple[str, ...] = ()  # タグ: free tags as upstream wrote them (外国, 中国, 山伏, 鬼 ...)
+    fine_status: str = UNKNOWN  # 身分 in upstream's eight classes
+    source_id: str = ""  # the source book's DOI, Keio call number or Kyoto record id
+    source_id_type: str = ""  # doi | keio-call-number | kyoto-record-id | "" (none)
+    iiif_service: str = ""  # the IIIF Image API URL of the page the face is cut from
+    iiif_region: str = ""  # the region of that page, as in the image URL (x,y,w,h)
+
+    @property
+    def source_url(self) -> str:
+        """A resolvable URL for the source book, when its id is a DOI."""
+        return f"https://doi.org/{self.source_id}" if self.source_id_type == "doi" else ""
+
+    def as_dict(self) -> dict:
+        """Plain values (tags as a list) for JSON, CSV and the loaders."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+ATTRIBUTE_NAMES = tuple(f.name for f in fields(Attributes))
+TAG_SEPARATOR = ";"  # upstream's own separator, so no tag can contain it
+
+
+def export_row(attributes: Attributes | None) -> dict:
+    """The attributes as flat columns for files other tools read (attributes.csv, metadata.jsonl):
+    tags joined by ";" and unknown years as 0, so every column has one type in every file
+    (a split whose images all lack years would otherwise make `datasets` see two schemas)."""
+    a = attributes or Attributes()
+    row = a.as_dict()
+    row["tags"] = TAG_SEPARATOR.join(a.tags)
+    row["year_from"] = a.year_from or 0
+    row["year_to"] = a.year_to or 0
+    return row
+
+
+def parse_attributes(lines: Sequence[str], urls: Sequence[str | None] = ()) -> dict[int, Attributes]:
+    """original_tags.txt lines -> {image index: Attributes}; a bad line raises MetadataError.
+
+    Parameters
+    ----------
+    lines : sequence of str
+        The file's lines, already decoded and split (only "\\n" ends a line).
+    urls : sequence of str or None
+        urls.txt by image index, for the IIIF page and region of each image.
+
+    Returns
+    -------
+    dict
+        Attributes by image index, for every image the file lists.
+    """
+    attributes: dict[int, Attributes] = {}
+    first_seen: dict[int, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        match = LINE.fullmatch(line.strip())
+        if match is None:
+            raise MetadataError(FILENAME, number, f"expected 'NNNNNNNN.jpg:key=value;...', found {line[:60]!r}")
+        if any(unicodedata.category(c) == "Cc" for c in line):
+            raise MetadataError(FILENAME, number, "line contains control characters")
+        index = int(match.group(1))
+        if index in attributes:
+            raise MetadataError(FILENAME, number, f"duplicate line for {match.group(1)}.jpg "
+                                                  f"(first on line {first_seen[index]})")
+        url = urls[index] if index < len(urls) else None
+        attributes[index] = _attributes(_pairs(match.group(2), number), url, number)
+        first_seen[index] = number
+    return attributes
+
+
+def _pairs(text: str, number: int) -> list[tuple[str, str]]:
+    pairs = []
+    for part in text.split(";"):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise MetadataError(FILENAME, number, f"expected key=value, found {part[:40]!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _attributes(pairs: list[tuple[str, str]], url: str | None, number: int) -> Attributes:
+    single: dict[str, str] = {}
+    tags, period, years_from, years_to = [], [], [], []
+    for key, value in pairs:
+        if key == "タグ":
+            if value:
+                tags.append(value)
+        elif key == "制作年":
+            _period(value, period, years_from, years_to, number)
+        elif key in SINGLE_KEYS:
+            if key in single and single[key] != value:
+                raise MetadataError(FILENAME, number, f"{key} given twice ({single[key]!r}, {value!r})")
+            single[key] = value
+        # Other keys (upstream writes a stray empty "=" on a few lines) carry nothing kaokore reads.
+    holder, collection = _closed(HOLDERS, "所蔵", single.get("所蔵", ""), number, (UNKNOWN, ""))
+    orientation = _closed(ORIENTATIONS, "向き", single.get("向き", ""), number, UNKNOWN)
+    fine_status = _closed(FINE_STATUSES, "身分", single.get("身分", ""), number, UNKNOWN)
+    _closed(GENDERS, "性別", single.get("性別", ""), number, UNKNOWN)  # checked; labels.csv has the gender
+    source_id, source_id_type = _source_id(single, number)
+    service, region = iiif_source(url)
+    return Attributes(
+        work=single.get("原典", ""), holder=holder, collection=collection, orientation=orientation,
+        period="; ".join(period), year_from=min(years_from, default=None), year_to=max(years_to, default=None),
+        tags=tuple(tags), fine_status=fine_status, source_id=source_id, source_id_type=source_id_type,
+        iiif_service=service, iiif_region=region,
+    )
+
+
+def _closed(names: Mapping[str, object], key: str, value: str, number: int, missing):
+    if not value:
+        return missing
+    try:
+        return names[value]
+    except KeyError:
+        raise MetadataError(FILENAME, number, f"{key} {value[:20]!r} is not one of {', '.join(names)}") from None
+
+
+def _period(value: str, text: list[str], years_from: list[int], years_to: list[int], number: int) -> None:
+    if not value:
+        return
+    head, _, year = value.partition(" ")
+    if head in ("from", "to"):
+        if not YEAR.fullmatch(year):
+            raise MetadataError(FILENAME, number, f"制作年 {value[:20]!r}: expected a year after {head!r}")
+        (years_from if head == "from" else years_to).append(int(year))
+    elif YEAR.fullmatch(value):
+        years_from.append(int(value))
+        years_to.append(int(value))
+    else:
+        text.append(value)
+
+
+def _source_id(single: Mapping[str, str], number: int) -> tuple[str, str]:
+    found = [(key, single[key]) for key in SOURCE_ID_KEYS if single.get(key)]
+    if len(found) > 1:
+        raise MetadataError(FILENAME, number, f"two source ids ({found[0][0]}, {found[1][0]})")
+    if not found:
+        return "", ""
+    key, value = found[0]
+    kind = SOURCE_ID_KEYS[key]
+    if kind is None:
+        kind = ("doi" if DOI.fullmatch(value) else "kyoto-record-id" if KYOTO_RECORD.fullmatch(value)
+                else "keio-call-number")
+    return value, kind
+
+
+def iiif_source(url: str | None) -> tuple[str, str]:
+    """(image service URL, region) of a IIIF Image API URL; ("", "") for any other URL.
+
+    `{service}/{region}/{size}/{rotation}/{quality}.{format}` is the Image API's
+    own grammar, so the page is whatever precedes the last four path segments.
+    """
+    if not url:
+        return "", ""
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    if len(segments) < 6 or not IIIF_REGION.fullmatch(segments[-4]) or "." not in segments[-1]:
+        return "", ""
+    service = urlunsplit((parts.scheme, parts.netloc, "/".join(segments[:-4]), "", ""))
+    return service, segments[-4]

@@ -1,0 +1,233 @@
+"""DIR/README.md: the dataset card, with the YAML front matter dataset hubs read.
+
+It says what the folder holds and what it lacks, under which terms, how to cite it,
+what kaokore changed, the command that made it and the dataset fingerprint. A
+README.md kaokore did not write (no MARKER line) is the user's and is never
+replaced: the card then goes to README.kaokore.md.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import citation
+from . import metadata as md
+from ._version import __version__
+from .attributes import CLASSES as ATTRIBUTE_CLASSES
+from .describe import ATTRIBUTES_CSV, HF_METADATA, Present
+from .fingerprint import dataset_fingerprint
+from .layout import FLAT_FOLDER, SPLITS, UNLABELED
+from .safefs import read_file, write_file
+from .store import ManifestRow
+
+CARD = "README.md"
+FALLBACK = "README.kaokore.md"
+MARKER = "<!-- kaokore dataset card: rewritten by every `kaokore download` run into this folder -->"
+HF_SPLIT = {"train": "train", "dev": "validation", "test": "test"}
+
+
+def card_path(root: Path) -> str:
+    """README.md, unless one is there that kaokore did not write."""
+    try:
+        existing = read_file(root, CARD)
+    except FileNotFoundError:
+        return CARD
+    except OSError:
+        return FALLBACK
+    return CARD if MARKER.encode() in existing else FALLBACK
+
+
+def write_card(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
+               rows: Sequence[ManifestRow], command: str | None, version: str | None = None) -> str:
+    """Write the card; returns the name it was written under (README.md or README.kaokore.md)."""
+    name = card_path(root)
+    write_file(root, name, dataset_card(meta, layout, present, rows, command, version).encode("utf-8"))
+    return name
+
+
+def _size_category(n: int) -> str:
+    for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < bound:
+            return label
+    return "100K<n<1M"
+
+
+def _front_matter(meta: md.Metadata, version: str | None, images: int) -> list[str]:
+    lines = [
+        "---",
+        f"license: {citation.LICENSE_ID}",
+        f"pretty_name: \"{citation.PRETTY_NAME}{f' {version}' if version else ''}\"",
+        "task_categories:",
+        "- image-classification",
+        "size_categories:",
+        f"- {_size_category(images)}",
+        "language:",
+        "- ja",
+        "- en",
+        "tags:",
+        "- art",
+        "- art-history",
+        "- japanese-art",
+        "- faces",
+        "- iiif",
+        "- croissant",
+        "annotations_creators:",
+        "- expert-generated",
+        "source_datasets:",
+        "- original",
+        "---",
+    ]
+    return lines
+
+
+def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], rows: Sequence[ManifestRow],
+                 command: str | None, version: str | None = None) -> str:
+    """The card's text (see the module docstring)."""
+    classes = meta.classes
+    groups = (*SPLITS, UNLABELED)
+    expected = Counter((item.split or UNLABELED) for item in meta.downloadable)
+    on_disk = Counter((p.item.split or UNLABELED) for p in present)
+    no_url = sum(1 for item in meta.items if item.split is not None and not item.url)
+    present_names = {p.item.name for p in present}
+    rows_present = [r for r in rows if r.image in present_names]
+    converted = [r for r in rows_present if r.converted]
+    sources = Counter(f"{r.source_width}x{r.source_height} {r.source_mode}" for r in converted)
+    adopted = sum(1 for r in rows_present if getattr(r, "origin", "fetched") == "adopted")
+    title = f"KaoKore {version}" if version else "KaoKore"
+
+    out = _front_matter(meta, version, len(present))
+    out += [
+        "",
+        MARKER,
+        "",
+        f"# {title}",
+        "",
+        citation.DESCRIPTION,
+        "",
+        f"This folder is a copy made by [kaokore](https://pypi.org/project/kaokore/) {__version__}: "
+        f"dataset version {version or 'unknown'}, `{layout}` layout, "
+        f"{len(present):,} of {len(meta.downloadable):,} images present.",
+        "",
+        "## Contents",
+        "",
+        "| split | images present | images listed | of which labelled |",
+        "|---|---:|---:|---:|",
+    ]
+    for group in groups:
+        labelled = expected[group] if group != UNLABELED else 0
+        out.append(f"| {group} | {on_disk[group]:,} | {expected[group]:,} | {labelled:,} |")
+    out.append(f"| total | {sum(on_disk.values()):,} | {sum(expected.values()):,} | "
+               f"{sum(expected[g] for g in SPLITS):,} |")
+    out += ["", "What is missing, and why:", ""]
+    missing = sum(expected.values()) - sum(on_disk.values())
+    if missing:
+        out.append(f"- {missing:,} images listed in urls.txt are not on disk (a `--split`/`--limit` "
+                   "download, or failures listed in failures.csv); rerunning the command below fetches them.")
+    else:
+        out.append("- Nothing that can be downloaded: every image with a URL is on disk.")
+    if no_url:
+        out.append(f"- {no_url:,} labelled images have a blank line in urls.txt upstream: "
+                   "they cannot be downloaded and are in no split here.")
+    out.append(f"- {expected[UNLABELED]:,} images have a URL but no row in labels.csv (no gender or status); "
+               + (f"they are in {FLAT_FOLDER}/ with split `unlabeled`."
+                  if layout == "flat" else f"they are in {UNLABELED}/, which the Hugging Face and Croissant "
+                                           "descriptions leave out."))
+    out += [
+        "",
+        "Labels (from labels.csv, in labels.metadata.en.txt's order):",
+        "",
+        f"- gender: {_indexed(classes['gender'])}",
+        f"- status: {_indexed(classes['status'])}",
+        "",
+        f"Attributes (from original_tags.txt, in English; also in `{ATTRIBUTES_CSV}`): work, holder, collection, "
+        "orientation, period, year_from, year_to (0: not recorded), tags (joined by `;`), fine_status, "
+        "source_id, source_id_type, iiif_service, iiif_region.",
+        f"Orientation is one of {', '.join(ATTRIBUTE_CLASSES['orientation'])}; fine_status (upstream's "
+        f"eight statuses) one of {', '.join(ATTRIBUTE_CLASSES['fine_status'])}.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "ds = load_dataset(\"imagefolder\", data_dir=\".\")  # run in this folder",
+    ]
+    if layout == "flat":
+        out += [
+            "# The flat layout keeps every image in one folder, which imagefolder reads as one split",
+            "# (\"train\"): select the real splits by the `split` column.",
+            "test = ds[\"train\"].filter(lambda r: r[\"split\"] == \"test\")",
+        ]
+    else:
+        out.append("# train / validation (upstream's dev) / test; no `label` column")
+    out += [
+        "```",
+        "",
+        f"Each split folder holds a `{HF_METADATA}` that imagefolder reads: gender and status are "
+        "ints in the order above, so no label is made from folder names.",
+        "",
+        "```python",
+        "import mlcroissant as mlc",
+        "faces = mlc.Dataset(\"croissant.json\").records(\"faces\")",
+        "```",
+        "",
+        "## Licence and attribution",
+        "",
+        f"{citation.ATTRIBUTION}, licensed under {citation.LICENSE_NAME} ({citation.LICENSE_URL}). "
+        f"DOI: [{citation.DOI}]({citation.DOI_URL}).",
+        "",
+        "The images are provided by these content providers, which the terms ask to be named with "
+        "anything derived from the dataset (also in CONTENT_PROVIDERS.txt):",
+        "",
+    ]
+    out += [f"- {collection} ({organisation}), {url}" for collection, organisation, url in citation.CONTENT_PROVIDERS]
+    out += [
+        "",
+        "## Citation",
+        "",
+        f"Cite the paper ([arXiv:{citation.ARXIV}]({citation.PAPER_URL})) and the dataset (doi:{citation.DOI}):",
+        "",
+        "```bibtex",
+        citation.BIBTEX,
+        "```",
+        "",
+        "## What kaokore changed",
+        "",
+        "The images are the crops the IIIF servers return for the URLs in urls.txt. Every image is stored "
+        "as a 256x256 RGB JPEG: the server's bytes when they already are one, else re-encoded.",
+        "",
+    ]
+    if converted:
+        shown = ", ".join(f"{n:,} from {source}" for source, n in sources.most_common(5))
+        more = f", and {len(sources) - 5} other source shapes" if len(sources) > 5 else ""
+        out.append(f"- {len(converted):,} of the {len(present):,} images were re-encoded ({shown}{more}): "
+                   "the servers returned them at another size (e.g. 200x200 for 1.3's `!200,200` URLs), "
+                   "mode or format. manifest.csv lists them (`converted` = true) with the source's size and mode.")
+    else:
+        out.append("- No image was re-encoded: every one is the server's bytes.")
+    if adopted:
+        out.append(f"- {adopted:,} images were adopted from files already on disk rather than fetched.")
+    out += [
+        "- Nothing else: labels and metadata files are upstream's, byte for byte "
+        f"({'pinned by SHA-256' if meta.pinned else 'from --metadata-dir, not pinned'}).",
+        "",
+        "## Provenance",
+        "",
+        "Made by:",
+        "",
+        "```sh",
+        command or "kaokore download",
+        "```",
+        "",
+        f"Dataset fingerprint: `{dataset_fingerprint(rows)}`",
+        "",
+        "The fingerprint is the SHA-256 of the lines `<image sha256>  <image name>` of manifest.csv, sorted "
+        "by image name: two copies with the same fingerprint hold the same image bytes under the same names, "
+        "in whatever layout. `kaokore verify` and `kaokore info` print it too.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _indexed(names: Sequence[str]) -> str:
+    return ", ".join(f"{i} = {n}" for i, n in enumerate(names))

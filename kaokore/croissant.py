@@ -1,0 +1,199 @@
+"""DIR/croissant.json: the tree described in MLCommons Croissant 1.0, for `mlcroissant` and the hubs.
+
+    >>> import mlcroissant as mlc
+    >>> faces = mlc.Dataset("kaokore/croissant.json").records("faces")
+
+Two record sets, because a Croissant record set joins exactly two sources:
+`annotations` joins labels.csv (split, gender, status: the dataset's labels, read
+from upstream's own file) with attributes.csv (original_tags.txt in English), and
+`faces` joins the image files of this layout with `annotations` by image name.
+`faces` is the one to read: image, name, split, gender, status and the attributes.
+Unlabeled images have no labels.csv row: outside the flat layout their folder is
+not in the file set; in images_256/ they are records whose labels are empty.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import citation
+from . import metadata as md
+from ._version import __version__
+from .attributes import CLASSES as ATTRIBUTE_CLASSES
+from .describe import ATTRIBUTES_CSV, Present, attributes_csv
+from .layout import FLAT_FOLDER, SPLITS
+from .safefs import write_file
+
+CROISSANT = "croissant.json"
+CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
+
+CONTEXT = {
+    "@language": "en",
+    "@vocab": "https://schema.org/",
+    "citeAs": "cr:citeAs",
+    "column": "cr:column",
+    "conformsTo": "dct:conformsTo",
+    "cr": "http://mlcommons.org/croissant/",
+    "rai": "http://mlcommons.org/croissant/RAI/",
+    "data": {"@id": "cr:data", "@type": "@json"},
+    "dataType": {"@id": "cr:dataType", "@type": "@vocab"},
+    "dct": "http://purl.org/dc/terms/",
+    "equivalentProperty": "cr:equivalentProperty",
+    "examples": {"@id": "cr:examples", "@type": "@json"},
+    "extract": "cr:extract",
+    "field": "cr:field",
+    "fileProperty": "cr:fileProperty",
+    "fileObject": "cr:fileObject",
+    "fileSet": "cr:fileSet",
+    "format": "cr:format",
+    "includes": "cr:includes",
+    "isLiveDataset": "cr:isLiveDataset",
+    "jsonPath": "cr:jsonPath",
+    "key": "cr:key",
+    "md5": "cr:md5",
+    "parentField": "cr:parentField",
+    "path": "cr:path",
+    "recordSet": "cr:recordSet",
+    "references": "cr:references",
+    "regex": "cr:regex",
+    "repeated": "cr:repeated",
+    "replace": "cr:replace",
+    "samplingRate": "cr:samplingRate",
+    "sc": "https://schema.org/",
+    "separator": "cr:separator",
+    "source": "cr:source",
+    "subField": "cr:subField",
+    "transform": "cr:transform",
+}
+
+# (column, Croissant type, description) of attributes.csv, after its `image` column.
+ATTRIBUTE_FIELDS = (
+    ("work", "sc:Text", "The source work (原典), as upstream wrote its title."),
+    ("holder", "sc:Text", "The institution holding the work (所蔵): "
+                          + ", ".join(ATTRIBUTE_CLASSES["holder"]) + "."),
+    ("collection", "sc:Text", "The content provider's collection the image is served from."),
+    ("orientation", "sc:Text", "The face's orientation (向き): " + ", ".join(ATTRIBUTE_CLASSES["orientation"]) + "."),
+    ("period", "sc:Text", "The era the work was made in (制作年), as upstream wrote it."),
+    ("year_from", "sc:Integer", "First year of the period (0 or empty: not recorded)."),
+    ("year_to", "sc:Integer", "Last year of the period (0 or empty: not recorded)."),
+    ("tags", "sc:Text", "Free tags (タグ) as upstream wrote them, joined by ';'."),
+    ("fine_status", "sc:Text", "Status in upstream's eight classes (身分): "
+                               + ", ".join(ATTRIBUTE_CLASSES["fine_status"]) + "."),
+    ("source_id", "sc:Text", "The source book's DOI, Keio call number or Kyoto record id."),
+    ("source_id_type", "sc:Text", "doi, keio-call-number or kyoto-record-id."),
+    ("iiif_service", "sc:URL", "IIIF Image API URL of the page the face is cut from."),
+    ("iiif_region", "sc:Text", "The region of that page (x,y,w,h in pixels), as in the image URL."),
+)
+
+
+def image_globs(layout: str) -> list[str]:
+    """The labelled images of `layout`, as the FileSet's glob patterns relative to DIR."""
+    if layout == "flat":
+        return [f"{FLAT_FOLDER}/*.jpg"]
+    depth = "*.jpg" if layout == "split" else "*/*.jpg"
+    return [f"{split}/{depth}" for split in SPLITS]
+
+
+def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None) -> dict:
+    """The Croissant document for DIR (see the module docstring)."""
+    classes = meta.classes
+    labels_sha = md.sha256(meta.files["labels.csv"])
+    attributes_sha = md.sha256(attributes_csv(meta))
+    name = f"KaoKore {version}" if version else "KaoKore"
+
+    def column(file: str, col: str) -> dict:
+        return {"fileObject": {"@id": file}, "extract": {"column": col}}
+
+    def from_annotations(field: str) -> dict:
+        return {"field": {"@id": f"annotations/{field}"}}
+
+    label_fields = [
+        ("split", "sc:Text", "The upstream split: train, dev or test (labels.csv `set`)."),
+        ("gender", "sc:Integer", "Gender label, an index into " + _names(classes["gender"]) + "."),
+        ("status", "sc:Integer", "Status label, an index into " + _names(classes["status"]) + "."),
+    ]
+    label_columns = {"split": "set", "gender": "gender", "status": "status"}
+    annotations = {
+        "@type": "cr:RecordSet", "@id": "annotations", "name": "annotations",
+        "description": "labels.csv joined with attributes.csv by image name: one record per labelled image.",
+        "key": {"@id": "annotations/image"},
+        "field": [
+            {"@type": "cr:Field", "@id": "annotations/image", "name": "image", "dataType": "sc:Text",
+             "description": "Image file name, NNNNNNNN.jpg.",
+             "source": column("labels.csv", "image"),
+             "references": column(ATTRIBUTES_CSV, "image")},
+            *({"@type": "cr:Field", "@id": f"annotations/{f}", "name": f, "dataType": t, "description": d,
+               "source": column("labels.csv", label_columns[f])} for f, t, d in label_fields),
+            *({"@type": "cr:Field", "@id": f"annotations/{f}", "name": f, "dataType": t, "description": d,
+               "source": column(ATTRIBUTES_CSV, f)} for f, t, d in ATTRIBUTE_FIELDS),
+        ],
+    }
+    faces = {
+        "@type": "cr:RecordSet", "@id": "faces", "name": "faces",
+        "description": "One record per labelled image on disk: the 256x256 image, its name, split, "
+                       "gender, status and attributes.",
+        "key": {"@id": "faces/name"},
+        "field": [
+            {"@type": "cr:Field", "@id": "faces/image", "name": "image", "dataType": "sc:ImageObject",
+             "description": "The face, a 256x256 RGB JPEG.",
+             "source": {"fileSet": {"@id": "images"}, "extract": {"fileProperty": "content"}}},
+            {"@type": "cr:Field", "@id": "faces/name", "name": "name", "dataType": "sc:Text",
+             "description": "Image file name, NNNNNNNN.jpg.",
+             "source": {"fileSet": {"@id": "images"}, "extract": {"fileProperty": "filename"}},
+             "references": from_annotations("image")},
+            *({"@type": "cr:Field", "@id": f"faces/{f}", "name": f, "dataType": t, "description": d,
+               "source": from_annotations(f)} for f, t, d in (*label_fields, *ATTRIBUTE_FIELDS)),
+        ],
+    }
+    return {
+        "@context": CONTEXT,
+        "@type": "sc:Dataset",
+        "name": name,
+        "description": f"{citation.DESCRIPTION} This copy was downloaded by kaokore {__version__} "
+                       f"in its {layout} layout; {len(present)} images are on disk.",
+        "conformsTo": CONFORMS_TO,
+        "citeAs": citation.BIBTEX,
+        "license": citation.LICENSE_URL,
+        "url": citation.HOMEPAGE,
+        "sameAs": [citation.DOI_URL, citation.REPOSITORY],
+        "identifier": f"doi:{citation.DOI}",
+        "version": _semver(version),
+        "creator": {"@type": "sc:Organization", "name": "ROIS-DS Center for Open Data in the Humanities (CODH)",
+                    "url": "http://codh.rois.ac.jp/"},
+        "provider": [{"@type": "sc:Organization", "name": f"{collection} ({organisation})", "url": url}
+                     for collection, organisation, url in citation.CONTENT_PROVIDERS],
+        "creditText": citation.ATTRIBUTION,
+        "keywords": ["faces", "Japanese art", "art history", "image classification", "IIIF"],
+        "datePublished": "2020-02-20",  # the paper's arXiv submission, where 1.0 was announced
+        "isAccessibleForFree": True,
+        "distribution": [
+            {"@type": "cr:FileObject", "@id": "labels.csv", "name": "labels.csv", "contentUrl": "labels.csv",
+             "encodingFormat": "text/csv", "sha256": labels_sha,
+             "description": "Upstream's labels: image, gender, status, set."},
+            {"@type": "cr:FileObject", "@id": ATTRIBUTES_CSV, "name": ATTRIBUTES_CSV, "contentUrl": ATTRIBUTES_CSV,
+             "encodingFormat": "text/csv", "sha256": attributes_sha,
+             "description": "original_tags.txt under English names, written by kaokore."},
+            {"@type": "cr:FileSet", "@id": "images", "name": "images", "encodingFormat": "image/jpeg",
+             "includes": image_globs(layout),
+             "description": f"The labelled images of the {layout} layout."},
+        ],
+        "recordSet": [annotations, faces],
+    }
+
+
+def write_croissant(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
+                    version: str | None = None) -> None:
+    doc = croissant(meta, layout, present, version)
+    write_file(root, CROISSANT, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+
+
+def _names(names: Sequence[str]) -> str:
+    return "[" + ", ".join(f"{i}={n}" for i, n in enumerate(names)) + "]"
+
+
+def _semver(version: str | None) -> str:
+    # Croissant wants MAJOR.MINOR.PATCH; KaoKore's versions are MAJOR.MINOR.
+    if not version:
+        return "0.0.0"
+    return version if version.count(".") == 2 else f"{version}.0"
