@@ -6,12 +6,30 @@
 
 Neither PyTorch nor TensorFlow is imported here: the loaders live in
 `kaokore.torch` and `kaokore.tensorflow` and are imported on demand.
+Diagnostics are logged under the "kaokore" logger, silent until the application
+configures logging.
 """
-from ._version import __version__
-from .downloader import Interrupted, download
-from .errors import KaokoreError
-from .report import Summary
-from .verifier import verify
-from .versions import VERSIONS
+import logging
 
-__all__ = ["__version__", "download", "verify", "Summary", "Interrupted", "KaokoreError", "VERSIONS"]
+from ._version import __version__
+from .downloader import Interrupted, RunStopped, download
+from .errors import ChecksumError, DirectoryError, KaokoreError, MetadataError, NetworkError, UsageError
+from .fetch import Failure, RetryPolicy
+from .report import Summary
+from .verifier import Problem, VerifyReport, verify
+from .versions import VERSIONS, Version
+
+logging.getLogger("kaokore").addHandler(logging.NullHandler())
+
+__all__ = [
+    "__version__",
+    # the two commands, as functions
+    "download", "verify",
+    # what they return
+    "Summary", "Failure", "VerifyReport", "Problem",
+    # what they take
+    "RetryPolicy", "Version", "VERSIONS",
+    # what they raise
+    "KaokoreError", "UsageError", "MetadataError", "ChecksumError", "DirectoryError", "NetworkError",
+    "RunStopped", "Interrupted",
+]

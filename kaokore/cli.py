@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -18,8 +19,7 @@ from collections.abc import Sequence
 from . import defaults
 from ._version import __version__
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
-from .layout import DEFAULT_LAYOUT, LAYOUTS
-from .plan import SPLIT_CHOICES
+from .layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .versions import DEFAULT_VERSION, VERSIONS
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
@@ -130,7 +130,7 @@ def download_kwargs(args: argparse.Namespace) -> dict:
     return dict(
         dir=args.dir, dataset_version=args.dataset_version, layout=getattr(args, "layout", "flat"),
         threads=args.threads, per_host=args.per_host, retries=args.retries, timeout=args.timeout,
-        force=args.force, ssl_unverified_context=args.ssl_unverified_context, ca_bundle=args.ca_bundle,
+        force=args.force, verify=False if args.ssl_unverified_context else (args.ca_bundle or True),
         metadata_dir=args.metadata_dir, metadata_url=args.metadata_url, splits=args.splits,
         limit=args.limit, quiet=args.quiet,
     )
@@ -139,14 +139,41 @@ def download_kwargs(args: argparse.Namespace) -> dict:
 def run_download(kwargs: dict, as_json: bool) -> int:
     from .downloader import Interrupted, download
 
-    try:
-        with _json_errors(as_json):
-            summary = download(**kwargs)
-    except Interrupted as exc:
-        summary = exc.summary
+    quiet = kwargs.get("quiet", False)
+    with _warnings_on_stderr(quiet):
+        try:
+            with _json_errors(as_json):
+                summary = download(**kwargs)
+        except Interrupted as exc:
+            summary = exc.summary
+        except KaokoreError as exc:
+            if quiet and getattr(exc, "summary", None) is not None:
+                print(exc.summary.line(), file=sys.stderr, flush=True)  # a run the disk stopped
+            raise
+    if quiet:
+        # --quiet drops the progress display, not the one line a CI log needs.
+        print(summary.line(), file=sys.stderr, flush=True)
     if as_json:
         print(json.dumps(summary.to_json(), indent=2), flush=True)
     return summary.exit_status
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr(quiet: bool):
+    """A quiet run shows no progress display, but a warning (a host given up, TLS not checked)
+    must still reach the terminal: the library logs it, and here it is shown."""
+    if not quiet:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("kaokore: %(message)s"))
+    logger = logging.getLogger("kaokore")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ versions -> metadata -> plan -> fetch -> normalize -> store -> report.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -22,7 +23,7 @@ from .errors import DirectoryError, UsageError
 from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
 from .layout import any_layout_folders, check_layout
 from .plan import check_selection, make_plan, select
-from .report import Summary
+from .report import Summary, log, note
 from .session import HttpOptions, make_session
 from .store import (
     StoreError,
@@ -45,7 +46,16 @@ MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a download, raised after state was saved; carries the summary."""
+    """Ctrl-C during a download, raised after state was saved; carries the summary.
+
+    A `KeyboardInterrupt`, so code that does not catch it stops as on any Ctrl-C.
+    The manifest and failures.csv are saved first, and a rerun resumes the download.
+
+    Attributes
+    ----------
+    summary : Summary
+        What the run did before it was interrupted (``summary.interrupted`` is True).
+    """
 
     def __init__(self, summary: Summary):
         super().__init__("interrupted")
@@ -62,8 +72,7 @@ def download(
     retries: int | None = None,
     timeout: float = defaults.TIMEOUT,
     force: bool = False,
-    ssl_unverified_context: bool = False,
-    ca_bundle: str | None = None,
+    verify: bool | str | os.PathLike = True,
     metadata_dir: str | os.PathLike | None = None,
     metadata_url: str | None = None,
     splits: Iterable[str] | None = None,
@@ -72,18 +81,65 @@ def download(
     stream: TextIO | None = None,
     policy: RetryPolicy | None = None,
 ) -> Summary:
-    """Download (or complete, or re-check) the KaoKore dataset under `dir`.
+    """Download, complete or re-check the KaoKore dataset under `dir`.
 
-    `dataset_version` and `layout` default to what DIR already holds (so a bare rerun
-    resumes rather than rearranges), else to 1.0 and "split".
-    The keyword arguments are the command line's options (`kaokore download --help`);
-    `splits` and `limit` select a subset, `stream` receives the human output
-    (default stderr), and `policy` tunes retries and the dead-host breaker.
+    A rerun fetches only what is missing or damaged; a tree that already holds a
+    version (one of kaokore's, or upstream's ``images_256/``) is completed in that
+    version and layout.
 
-    Returns a `Summary`; `summary.exit_status` is what the command line exits with.
-    Raises `KaokoreError` for bad options, metadata or directory (nothing is
-    fetched then), `RunStopped` (exit status 2) when the disk fills up or turns read-only
-    mid-run, and `Interrupted` on Ctrl-C; both once the manifest is saved, and carrying the summary.
+    Parameters
+    ----------
+    dir : str or os.PathLike
+        The dataset directory (created if missing).
+    dataset_version : str or Version, optional
+        "1.0", "1.1", "1.2" or "1.3". Default: the version `dir` holds, else "1.0".
+        A version that contradicts what `dir` holds is refused (`UsageError`).
+    layout : str, optional
+        "split", "flat", "gender" or "status". Default: the layout `dir` has, else "split".
+        Another layout than `dir`'s moves the images already there (no network).
+    threads : int
+        Simultaneous downloads in total.
+    per_host : int
+        Simultaneous requests to one server; never exceeded.
+    retries : int, optional
+        Retries per image for transient failures (default: the policy's, 5).
+    timeout : float
+        Connect and read timeout in seconds.
+    force : bool
+        Fetch again images already present.
+    verify : bool or str or os.PathLike
+        TLS verification, as in `requests`: True checks certificates against the
+        system's (or ``REQUESTS_CA_BUNDLE``'s) CAs, a path trusts that CA bundle,
+        False checks nothing (``--ssl_unverified_context``, for broken conda installs).
+    metadata_dir : str or os.PathLike, optional
+        Read the five metadata files from this folder (validated, not held to the pins).
+    metadata_url : str, optional
+        A mirror of the upstream tree (``BASE/<folder>/<file>``); pins still enforced.
+        Default: ``$KAOKORE_METADATA_URL``, else upstream at its pinned commit.
+    splits : iterable of str, optional
+        Only these of "train", "dev", "test", "unlabeled".
+    limit : int, optional
+        At most this many images (smoke runs).
+    quiet : bool
+        Show nothing: no progress, no notes, no summary line. Notes are still logged
+        under the "kaokore" logger.
+    stream : text file, optional
+        Where the progress display goes (default: stderr).
+    policy : RetryPolicy, optional
+        Retry, backoff and failing-host settings.
+
+    Returns
+    -------
+    Summary
+        What the run did; ``summary.exit_status`` is what the command line exits with.
+
+    Raises
+    ------
+    KaokoreError
+        Bad options, metadata or directory; nothing is fetched then. `RunStopped` (exit
+        status 2) when the disk fills up or turns read-only mid-run, once the manifest is saved.
+    Interrupted
+        Ctrl-C (or SIGTERM from the command line), once the manifest is saved.
     """
     started = time.monotonic()
     stream = stream or sys.stderr
@@ -96,7 +152,7 @@ def download(
         check_layout(layout)
     splits = list(splits) if splits is not None else None
     check_selection(splits, limit)
-    options = HttpOptions(timeout=timeout, ssl_unverified=ssl_unverified_context, ca_bundle=ca_bundle)
+    options = _http_options(timeout, verify)
 
     if hints.looks_like_source(root):
         # Upstream's default --dir is "kaokore", which in a clone of this project is the source package.
@@ -106,8 +162,9 @@ def download(
     # Judged before anything is written, so a refusal leaves DIR exactly as it was.
     resolve(inspect(root), dataset_version, layout, custom_files)
     prepare_root(root)
-    if ssl_unverified_context:
-        print("kaokore: warning: --ssl_unverified_context: TLS certificates are NOT checked", file=stream)
+    if options.ssl_unverified:
+        note("warning: --ssl_unverified_context (verify=False): TLS certificates are NOT checked",
+             stream=stream, quiet=quiet)
     with exclusive(root), make_session(options, per_host) as session:
         # Again under the lock: another run may have changed DIR since the first look.
         found = inspect(root)
@@ -119,7 +176,7 @@ def download(
         selection = select(meta.items, splits, limit)
         remove_temporaries(root, any_layout_folders(meta.classes))
         plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
-                         note=None if quiet else lambda text: print(text, file=stream, flush=True))
+                         note=lambda text: note(text, stream=stream, quiet=quiet, level=logging.INFO))
         # Only now: the files are where this layout puts them, so the state may say so.
         write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
                     metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
@@ -129,10 +186,10 @@ def download(
             # rerun after a crash must not take the re-encoded bytes for the server's own.
             write_manifest(root, plan.rows.values())
         prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
-        if plan.adopted and not quiet:
-            print(f"kaokore: kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "
-                  f"({plan.adopted_converted} normalized to 256x256 RGB from the file on disk)",
-                  file=stream, flush=True)
+        if plan.adopted:
+            note(f"kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "
+                 f"({plan.adopted_converted} normalized to 256x256 RGB from the file on disk)",
+                 stream=stream, quiet=quiet, level=logging.INFO)
 
         summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
                           already_present=plan.already_present, unavailable=plan.unavailable,
@@ -163,7 +220,9 @@ def download(
             except DirectoryError as exc:  # the disk filled up at the last moment: still a summary
                 stopped = StoreError(str(exc))
         summary.seconds = time.monotonic() - started
-        print(summary.line(), file=stream, flush=True)
+        log.info(summary.line())
+        if not quiet:
+            print(summary.line(), file=stream, flush=True)
     if stopped is not None:
         raise RunStopped(stopped, summary)
     if summary.interrupted:
@@ -175,7 +234,13 @@ class RunStopped(StoreError):
     """The disk stopped the run (full, over quota, read-only) after it had begun fetching.
 
     What landed is in manifest.csv and what failed in failures.csv, as after any run;
-    `summary` is the run's summary, and a rerun once there is room completes it.
+    a rerun once there is room completes it. A `KaokoreError` (exit status 2); the
+    message is the disk's first error.
+
+    Attributes
+    ----------
+    summary : Summary
+        What the run did before the disk stopped it.
     """
 
     def __init__(self, error: StoreError, summary: Summary):
@@ -213,6 +278,16 @@ def _earlier_failures(root: Path, selection, rows) -> list[Failure]:
             attempts = int(old["attempts"]) if old["attempts"].isascii() and old["attempts"].isdigit() else 0
             kept.append(Failure(old["image"], old["url"], old["error"], attempts))
     return kept
+
+
+def _http_options(timeout: float, verify) -> HttpOptions:
+    if verify is True:
+        return HttpOptions(timeout=timeout)
+    if verify is False:
+        return HttpOptions(timeout=timeout, ssl_unverified=True)
+    if isinstance(verify, (str, os.PathLike)):
+        return HttpOptions(timeout=timeout, ca_bundle=os.fspath(verify))
+    raise UsageError(f"verify must be True, False or the path of a CA bundle, not {verify!r}")
 
 
 def _check_numbers(*, threads: int, per_host: int, retries: int, timeout: float) -> None:

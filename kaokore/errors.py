@@ -13,7 +13,14 @@ EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
 
 
 class KaokoreError(Exception):
-    """Base class: the message is one line, fit to show a user as it is."""
+    """Base class of kaokore's errors: the message is one line, fit to show a user as it is.
+
+    Attributes
+    ----------
+    exit_status : int
+        What the command line exits with when this error ends it: 2 (``EXIT_USAGE``)
+        for every kaokore error.
+    """
 
     exit_status = EXIT_USAGE
 
@@ -23,7 +30,15 @@ class UsageError(KaokoreError):
 
 
 class MetadataError(KaokoreError):
-    """A metadata file that is missing, malformed or hostile."""
+    """A metadata file that is missing, malformed or hostile.
+
+    Attributes
+    ----------
+    filename : str
+        The file at fault.
+    line : int or None
+        Its 1-based line number, when the fault is on one line.
+    """
 
     def __init__(self, filename: str, line: int | None, message: str):
         self.filename = filename
@@ -37,7 +52,7 @@ class ChecksumError(MetadataError):
 
 
 class DirectoryError(KaokoreError):
-    """DIR cannot be created or written."""
+    """DIR cannot be used: it cannot be created or written, or holds no (or no complete) dataset."""
 
 
 class NetworkError(KaokoreError):

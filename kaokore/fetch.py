@@ -210,7 +210,7 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
                 progress.tick()
     except KeyboardInterrupt:
         summary.interrupted = True
-        progress.note("kaokore: interrupted; saving state")
+        progress.note("interrupted; saving state")
     finally:
         # No new requests from here; what is in flight gets STOP_GRACE to land in the
         # manifest, then is dropped (a rerun adopts any file that landed after that).
@@ -343,7 +343,7 @@ class _Collector:
 
     def given_up(self, host: str, reason: str, not_attempted: int) -> None:
         self.summary.hosts_unreachable.append(host)
-        self.progress.note(f"kaokore: {host}: {reason}; its {not_attempted} remaining images were not attempted")
+        self.progress.note(f"{host}: {reason}; its {not_attempted} remaining images were not attempted")
 
 
 def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy) -> Task:

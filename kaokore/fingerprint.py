@@ -13,9 +13,9 @@ those images only; `kaokore info` counts them.
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
+from .metadata import sha256
 from .store import ManifestRow
 
 PREFIX = "sha256:"
@@ -35,4 +35,4 @@ def dataset_fingerprint(rows: Iterable[ManifestRow]) -> str:
         ``"sha256:"`` followed by the hex SHA-256 defined in this module's docstring.
     """
     lines = [f"{row.sha256}  {row.image}\n" for row in sorted(rows, key=lambda row: row.image)]
-    return PREFIX + hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    return PREFIX + sha256("".join(lines).encode("utf-8"))

@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from .attributes import Attributes
@@ -64,8 +65,17 @@ class Metadata:
         return [item for item in self.items if item.url]
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def sha256(data: bytes | BinaryIO) -> str:
+    """The SHA-256 (hex) of `data`: bytes, or a binary file read to its end in 1 MiB blocks.
+
+    The one hash kaokore uses, for the metadata pins, the manifest and the fingerprint.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(data).hexdigest()
+    h = hashlib.sha256()
+    for block in iter(lambda: data.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
 
 
 def check_pinned(version: Version, filename: str, data: bytes, source: str) -> None:

@@ -21,12 +21,12 @@ from . import defaults, hints
 from .directory import Tree, open_tree
 from .errors import EXIT_OK, DirectoryError, UsageError
 from .info import plural
-from .layout import SPLITS, UNLABELED
+from .layout import SPLIT_CHOICES, UNLABELED
 from .store import atomic_write
 
 BY_CHOICES = ("status", "gender", "none")
 DEFAULT_BY = "status"
-SPLIT_CHOICES = (*SPLITS, UNLABELED, "all")
+SHEET_SPLITS = (*SPLIT_CHOICES, "all")  # a sheet may also draw from every split
 DEFAULT_TILE = 128
 DEFAULT_PER_CLASS = 8
 DEFAULT_ROWS, DEFAULT_COLS = 4, 8
@@ -105,8 +105,8 @@ def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DE
     by = None if by in (None, "none") else by
     if by is not None and by not in BY_CHOICES:
         raise UsageError(f"unknown --by {by!r} (choose from {', '.join(BY_CHOICES)})")
-    if split not in SPLIT_CHOICES:
-        raise UsageError(f"unknown split {split!r} (choose from {', '.join(SPLIT_CHOICES)})")
+    if split not in SHEET_SPLITS:
+        raise UsageError(f"unknown split {split!r} (choose from {', '.join(SHEET_SPLITS)})")
     if by is not None and split == UNLABELED:
         raise UsageError("unlabeled images have no gender or status: use --by none for a mosaic of them")
     _check_range("--tile", tile, *TILE_RANGE)
@@ -341,7 +341,7 @@ def register(subparsers) -> None:
                    help=f"one labelled row per class of this category, or none for a mosaic (default: {DEFAULT_BY}, "
                         "or none with --rows/--cols or --split unlabeled)")
     p.add_argument("--mosaic", action="store_true", help="same as --by none")
-    p.add_argument("--split", choices=SPLIT_CHOICES, default="all", help="draw from this split (default: all)")
+    p.add_argument("--split", choices=SHEET_SPLITS, default="all", help="draw from this split (default: all)")
     p.add_argument("--per-class", "--per_class", dest="per_class", type=int, default=None, metavar="N",
                    help=f"faces per class row (default: {DEFAULT_PER_CLASS})")
     p.add_argument("--rows", type=int, default=None, help=f"mosaic rows (default: {DEFAULT_ROWS})")

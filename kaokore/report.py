@@ -1,6 +1,7 @@
 """Reporting: the progress display while a run goes, and its summary (a line, or JSON) at the end."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -11,6 +12,9 @@ from typing import TextIO
 from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .fetch import Failure
 
+# Diagnostics are logged under "kaokore" (a NullHandler keeps them silent until an application
+# configures logging); the progress display shows the same notes unless the run is quiet.
+log = logging.getLogger("kaokore")
 PLAIN_INTERVAL = 5.0  # seconds between progress lines when stderr is not a terminal (CI logs)
 # The size assumed for a terminal that reports none (0x0, as some CI pseudo-terminals do).
 FALLBACK_SIZE = os.terminal_size((80, 24))
@@ -18,7 +22,47 @@ FALLBACK_SIZE = os.terminal_size((80, 24))
 
 @dataclass
 class Summary:
-    """What a `kaokore.download` run did; also the `--json` document."""
+    """What a `kaokore.download` run did; ``to_json()`` is the ``--json`` document.
+
+    Attributes
+    ----------
+    dir : str
+        The dataset directory.
+    dataset_version : str
+        The version downloaded ("1.0" ... "1.3").
+    layout : str
+        The layout the tree is in: "split", "flat", "gender" or "status".
+    total : int
+        Images selected that have a URL.
+    downloaded : int
+        Images fetched and stored by this run.
+    already_present : int
+        Selected images already on disk and good, not fetched again.
+    failed : int
+        Images that could not be fetched (each in `failures`, and in failures.csv).
+    unavailable : int
+        Selected labelled images whose URL line is blank upstream: nothing to fetch.
+    not_attempted : int
+        Images never requested because the run was interrupted or the disk stopped it.
+    relocated : int
+        Images moved from another layout's place, without the network.
+    damaged : int
+        Images found on disk that were not the right bytes: deleted, and fetched again
+        when selected.
+    adopted : int
+        Files with no manifest row (e.g. from upstream's download.py) kept as this
+        version's images.
+    converted : int
+        Of `downloaded`, images re-encoded to 256x256 RGB JPEG.
+    seconds : float
+        How long the run took.
+    hosts_unreachable : list of str
+        Hosts given up during the run; their remaining images are in `failures`.
+    interrupted : bool
+        Whether Ctrl-C ended the run.
+    failures : list of Failure
+        One per image that failed in this run.
+    """
 
     dir: str
     dataset_version: str
@@ -147,12 +191,9 @@ class Progress:
             print(f"kaokore: {self._done}/{self._total} images, {self._failed} failed, "
                   f"{rate:.1f} img/s, ETA {self.eta()}", file=self._stream, flush=True)
 
-    def note(self, message: str) -> None:
-        """A line that must be seen even in quiet mode (warnings about the run itself)."""
-        if self._bar is not None:
-            self._bar.write(message, file=self._stream)
-        else:
-            print(message, file=self._stream, flush=True)
+    def note(self, message: str, level: int = logging.WARNING) -> None:
+        """A line about the run itself (a host given up, an interruption): logged, and shown unless quiet."""
+        note(message, stream=self._stream, quiet=self._quiet, level=level, bar=self._bar)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -184,3 +225,30 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def note(message: str, *, stream: TextIO | None = None, quiet: bool = False, level: int = logging.WARNING,
+         bar=None) -> None:
+    """Log `message` to the "kaokore" logger and, unless `quiet`, show it as "kaokore: message" on `stream`.
+
+    Parameters
+    ----------
+    message : str
+        One line, without the "kaokore: " prefix.
+    stream : text file, optional
+        Where the human display goes (default: stderr).
+    quiet : bool
+        Only log it.
+    level : int
+        The logging level, e.g. ``logging.WARNING`` for what a user must hear about.
+    bar : tqdm bar, optional
+        The progress bar on screen, written around rather than through.
+    """
+    log.log(level, message)
+    if quiet:
+        return
+    line = f"kaokore: {message}"
+    if bar is not None:
+        bar.write(line, file=stream or sys.stderr)
+    else:
+        print(line, file=stream or sys.stderr, flush=True)

@@ -18,11 +18,11 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
 
+from . import defaults
 from ._version import __version__
 from .errors import UsageError
 
 USER_AGENT = f"kaokore/{__version__} (KaoKore dataset downloader; python-requests/{requests.__version__})"
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # a 256x256 face crop is ~20 KiB; anything near this is not one
 DEFAULT_MAX_REDIRECTS = 5
 CHUNK = 64 * 1024
@@ -32,7 +32,7 @@ CA_BUNDLE_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what requests reads,
 
 @dataclass(frozen=True)
 class HttpOptions:
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = defaults.TIMEOUT
     ssl_unverified: bool = False
     ca_bundle: str | None = None
     max_bytes: int = DEFAULT_MAX_BYTES

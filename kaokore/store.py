@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import io
 import json
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 from .errors import DirectoryError
 from .layout import LAYOUTS, TOP_FOLDERS
 from .lock import LOCK, exclusive  # noqa: F401 - where callers have always found them
-from .metadata import IMAGE_NAME
+from .metadata import IMAGE_NAME, sha256
 from .safefs import (
     TMP_SUFFIX,
     check_dir,
@@ -336,11 +335,8 @@ def file_sha256(path: Path, root: Path | None = None) -> str:
         root, path = path.parent, Path(path.name)
     elif path.is_absolute():
         path = path.relative_to(root)
-    h = hashlib.sha256()
     with open_file(root, path.as_posix()) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return sha256(f)
 
 
 def content_providers() -> bytes:

@@ -26,16 +26,60 @@ PROBLEMS_SHOWN = 20  # per kind, in the text report
 
 @dataclass(frozen=True)
 class Problem:
+    """One thing `verify` found wrong with a tree.
+
+    Attributes
+    ----------
+    where : str
+        An image name (``NNNNNNNN.jpg``), or a path relative to DIR.
+    kind : str
+        ``"missing"`` (absent or unreadable), ``"checksum"`` (not the bytes its manifest
+        row records), ``"not-normalized"`` (not a decodable 256x256 RGB JPEG),
+        ``"unlisted"`` (no manifest row), ``"stray"`` (a file in an image folder that
+        the version does not put there) or ``"metadata"`` (a metadata file that is not
+        the pinned one).
+    detail : str
+        One line saying what exactly is wrong.
+    """
+
     where: str  # an image name, or a path relative to DIR
     kind: str  # missing | checksum | not-normalized | unlisted | stray | metadata
     detail: str
 
     def line(self) -> str:
+        """The problem as ``"where: kind: detail"``."""
         return f"{self.where}: {self.kind}: {self.detail}"
 
 
 @dataclass
 class VerifyReport:
+    """What `verify` found; ``to_json()`` is the ``kaokore verify --json`` document.
+
+    Attributes
+    ----------
+    dir : str
+        The dataset directory checked.
+    dataset_version : str
+        The version the tree was checked against ("1.0" ... "1.3"), or, for a tree
+        downloaded from ``--metadata-dir``, the version its kaokore.json names
+        ("custom" when it names none).
+    layout : str
+        The layout of the tree: "split", "flat", "gender" or "status".
+    metadata_pinned : bool
+        False when the tree was downloaded from ``--metadata-dir``: its metadata files
+        are the reference and were not checked against any pin.
+    expected : int
+        Images checked: those of the selection that have a URL.
+    intact : int
+        Of those, images present where the layout puts them, matching their manifest
+        SHA-256 and decoding as 256x256 RGB JPEGs.
+    problems : list of Problem
+        Everything wrong, images and metadata files alike; empty when the tree is intact.
+    fingerprint : str
+        The dataset fingerprint of the manifest (``"sha256:<hex>"``, see
+        `kaokore.fingerprint`), to compare two copies.
+    """
+
     dir: str
     dataset_version: str
     layout: str
@@ -47,20 +91,37 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """Whether the tree is intact: no problem of any kind."""
         return not self.problems
 
     @property
     def exit_status(self) -> int:
+        """What ``kaokore verify`` exits with: 0 when `ok`, else 1."""
         return EXIT_OK if self.ok else EXIT_INCOMPLETE
 
     def line(self) -> str:
+        """The one-line verdict, e.g. ``"kaokore verify 1.0 (split layout): intact; 5552/5552 images good"``."""
         verdict = "intact" if self.ok else f"NOT intact, {len(self.problems)} problem(s)"
         return (f"kaokore verify {self.dataset_version} ({self.layout} layout): {verdict}; "
                 f"{self.intact}/{self.expected} images good")
 
     def text(self, per_kind: int = PROBLEMS_SHOWN) -> str:
-        """One line per problem, but at most `per_kind` of each kind: a 100-image smoke tree
-        checked against the whole version would otherwise print thousands of 'missing' lines."""
+        """The report as ``kaokore verify`` prints it: the problems, the verdict and the fingerprint.
+
+        One line per problem, but at most `per_kind` of each kind (then a count of the
+        rest): a 100-image smoke tree checked against the whole version would otherwise
+        print thousands of "missing" lines.
+
+        Parameters
+        ----------
+        per_kind : int
+            The most problems of one kind listed.
+
+        Returns
+        -------
+        str
+            Lines ending in a newline.
+        """
         lines, shown = [], Counter()
         for problem in self.problems:
             shown[problem.kind] += 1
@@ -76,6 +137,7 @@ class VerifyReport:
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict:
+        """The ``--json`` document: every attribute, plus ``ok`` and ``missing`` (the count of missing images)."""
         doc = asdict(self)
         doc["ok"] = self.ok
         doc["missing"] = sum(p.kind == "missing" for p in self.problems)
@@ -84,8 +146,47 @@ class VerifyReport:
 
 def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version | None = None,
            splits: Iterable[str] | None = None, limit: int | None = None) -> VerifyReport:
-    """Check every image the version lists: present where the layout puts it,
-    matching its manifest SHA-256, decoding as a 256x256 RGB JPEG; and nothing else in the image folders."""
+    """Check, without the network, that a downloaded tree is complete and intact.
+
+    Every image the version lists with a URL must be where DIR's layout puts it,
+    match its manifest SHA-256 and decode as a 256x256 RGB JPEG; the metadata
+    files must be the pinned ones; and the image folders must hold nothing else.
+
+    Parameters
+    ----------
+    dir : str or os.PathLike
+        The dataset directory, as written by `kaokore.download`.
+    dataset_version : str or Version, optional
+        The version to check against. Default: the version DIR holds; a tree downloaded
+        from ``--metadata-dir`` is checked against its own metadata files.
+    splits : iterable of str, optional
+        Only the images of these of "train", "dev", "test", "unlabeled": pass what the
+        download was given, or the images it skipped count as missing.
+    limit : int, optional
+        Only the first `limit` images with a URL, as ``download(limit=...)`` fetched.
+        Stray files are looked for in every image folder whatever the selection.
+
+    Returns
+    -------
+    VerifyReport
+        The verdict and every problem found; ``report.ok`` is True when there is none.
+
+    Raises
+    ------
+    UsageError
+        An unknown version or split, a version that contradicts the one DIR holds, or a
+        tree whose version cannot be told and none was given.
+    DirectoryError
+        DIR does not exist, lacks metadata files, or a download is running in it.
+    MetadataError
+        A metadata file in DIR is malformed.
+
+    Examples
+    --------
+    >>> report = kaokore.verify("data")
+    >>> if not report.ok:
+    ...     print(report.text())
+    """
     refuse_while_held(dir)  # a tree being downloaded is half written: any verdict would be wrong
     tree = open_tree(dir)
     root, meta, state, rows, layout = tree.root, tree.meta, tree.state, tree.manifest, tree.layout

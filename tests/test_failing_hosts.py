@@ -146,7 +146,7 @@ def test_a_host_the_proxy_cannot_reach_is_named_as_such_and_given_up(pki, tmp_pa
         monkeypatch.delenv("no_proxy", raising=False)
         root = tmp_path / "data"
 
-        summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True, ca_bundle=ca)
+        summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True, verify=ca)
 
         failing = host_key(srv.base_urls[FAILING])
         tunnels = [target for method, target in srv.proxy_log if method == "CONNECT" and target == failing]
