@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import MetadataError
@@ -29,18 +30,20 @@ KYOTO_RECORD = re.compile(r"RB[0-9]+")
 # crops reaching past the page's top or left edge ("-6,1446,234,234"), so x and y may be negative.
 IIIF_REGION = re.compile(r"full|square|(pct:)?-?[0-9.]+,-?[0-9.]+,[0-9.]+,[0-9.]+")
 
-ORIENTATIONS = {"四分の三": "three-quarter", "横": "side", "後": "back", "正面": "front", "不明": "unknown"}
+ORIENTATIONS = MappingProxyType({
+    "四分の三": "three-quarter", "横": "side", "後": "back", "正面": "front", "不明": "unknown",
+})
 # The three holders, as CONTENT_PROVIDERS.txt names them and the collection each image comes from.
-HOLDERS = {
+HOLDERS = MappingProxyType({
     "国文学研究資料館": ("National Institute of Japanese Literature", "Dataset of Pre-Modern Japanese Text"),
     "慶應義塾大学": ("Keio University", "Digital Collection of Keio University Libraries"),
     "慶応義塾大学": ("Keio University", "Digital Collection of Keio University Libraries"),
     "京都大学": ("Kyoto University", "Kyoto University Rare Materials Digital Archive"),
-}
+})
 # Upstream's eight statuses; labels.csv keeps the first four (its `status`).
-FINE_STATUSES = {"貴族": "noble", "武士": "warrior", "化身": "incarnation", "庶民": "commoner",
-                 "僧侶": "monk", "神職": "priest", "動物": "animal", "不明": "unknown"}
-GENDERS = {"男": "male", "女": "female", "不明": "unknown"}
+FINE_STATUSES = MappingProxyType({"貴族": "noble", "武士": "warrior", "化身": "incarnation", "庶民": "commoner",
+                 "僧侶": "monk", "神職": "priest", "動物": "animal", "不明": "unknown"})
+GENDERS = MappingProxyType({"男": "male", "女": "female", "不明": "unknown"})
 UNKNOWN = "unknown"
 
 # The class lists of the closed sets, in a fixed order (a label's int indexes it).
@@ -51,12 +54,12 @@ CLASSES: Mapping[str, tuple[str, ...]] = {
 }
 
 # Keys naming the source book: one per line (1.0-1.2 used 原典ID for all three kinds).
-SOURCE_ID_KEYS = {
+SOURCE_ID_KEYS = MappingProxyType({
     "原典ID": None,  # the kind is told by the value
     "DOI": "doi",
     "慶応義塾大学請求記号": "keio-call-number",
     "京都大学貴重資料デジタルアーカイブレコードID": "kyoto-record-id",
-}
+})
 SINGLE_KEYS = ("原典", "所蔵", "向き", "身分", "性別", *SOURCE_ID_KEYS)
 
 

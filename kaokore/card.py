@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from . import citation
 from . import metadata as md
@@ -24,7 +25,7 @@ from .store import ManifestRow
 CARD = "README.md"
 FALLBACK = "README.kaokore.md"
 MARKER = "<!-- kaokore dataset card: rewritten by every `kaokore download` run into this folder -->"
-HF_SPLIT = {"train": "train", "dev": "validation", "test": "test"}
+HF_SPLIT = MappingProxyType({"train": "train", "dev": "validation", "test": "test"})
 
 
 def card_path(root: Path) -> str:

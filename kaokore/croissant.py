@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from . import citation
 from . import metadata as md
@@ -28,7 +29,7 @@ from .safefs import write_file
 CROISSANT = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
 
-CONTEXT = {
+CONTEXT = MappingProxyType({
     "@language": "en",
     "@vocab": "https://schema.org/",
     "citeAs": "cr:citeAs",
@@ -65,7 +66,7 @@ CONTEXT = {
     "source": "cr:source",
     "subField": "cr:subField",
     "transform": "cr:transform",
-}
+})
 
 # (column, Croissant type, description) of attributes.csv, after its `image` column.
 ATTRIBUTE_FIELDS = (
@@ -147,7 +148,7 @@ def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], versio
         ],
     }
     return {
-        "@context": CONTEXT,
+        "@context": dict(CONTEXT),
         "@type": "sc:Dataset",
         "name": name,
         "description": f"{citation.DESCRIPTION} This copy was downloaded by kaokore {__version__} "

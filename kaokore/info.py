@@ -12,6 +12,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 
 from . import defaults
 from . import metadata as md
@@ -27,7 +28,26 @@ Table = dict  # split -> class name -> count; a plain dict so it is its own JSON
 
 @dataclass(frozen=True)
 class ManifestCounts:
-    """How the images on disk were made, as manifest.csv records it."""
+    """How the images on disk were made, as manifest.csv records it.
+
+    Only images present where the layout puts them are counted.
+
+    Attributes
+    ----------
+    rows : int
+        Images present that have a manifest row.
+    converted : int
+        Of those, images re-encoded to a 256x256 RGB JPEG on download.
+    pass_through : int
+        Of those, images stored as the server's bytes, unchanged.
+    unknown : int
+        Of those, images adopted from disk by an earlier run: how they were made is not recorded.
+    unrecorded : int
+        Images present with no manifest row at all (`kaokore verify` flags them).
+    converted_from : dict of str to int
+        How many re-encoded images came from each source shape, ``"WxH MODE"``
+        (e.g. ``"200x200 RGB"``), most frequent first.
+    """
 
     rows: int  # images present that have a manifest row
     converted: int  # re-encoded to a 256x256 RGB JPEG on download
@@ -39,7 +59,41 @@ class ManifestCounts:
 
 @dataclass
 class DatasetInfo:
-    """What `kaokore info` prints; `to_json()` is its `--json` document."""
+    """What `kaokore info` prints; `to_json()` is its `--json` document.
+
+    Attributes
+    ----------
+    dir : str
+        The dataset directory.
+    dataset_version : str
+        The version DIR holds, as its metadata files or its kaokore.json say;
+        "unknown" when neither does.
+    layout : str
+        "split", "flat", "gender" or "status".
+    metadata : str
+        "pinned" (byte for byte the pinned files), "custom" (downloaded from
+        ``--metadata-dir``) or "altered" (neither: run `kaokore verify`).
+    classes : dict of str to list of str
+        The class names of "gender" and "status", in label order.
+    expected : int
+        Images with a URL, labelled or not.
+    present : int
+        Of those, images found where the layout puts them.
+    split_expected, split_present : dict of str to int
+        `expected` and `present` by "train", "dev", "test" and "unlabeled".
+    no_url : int
+        Labelled images whose URL line is blank upstream: never downloadable.
+    labels : dict
+        ``labels[category][split][class]``: rows of labels.csv, for "gender" and
+        "status" by "train", "dev" and "test" (the dataset's class balance).
+    on_disk : dict
+        The same, counting only the images present.
+    manifest : ManifestCounts or None
+        How the images present were made; None when DIR has no manifest.
+    fingerprint : str
+        The dataset fingerprint of the manifest (``"sha256:<hex>"``, see
+        `kaokore.fingerprint`), to compare two copies.
+    """
 
     dir: str
     dataset_version: str  # as DIR's state or its urls.txt says; "unknown" when neither does
@@ -262,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-BY = {"work": "work", "holder": "holder", "orientation": "orientation"}  # --by value -> Attributes field
+# --by value -> Attributes field
+BY = MappingProxyType({"work": "work", "holder": "holder", "orientation": "orientation"})
 
 
 def counts_by(tree: Tree, by: str) -> dict[str, dict[str, int]]:
