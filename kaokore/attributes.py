@@ -65,7 +65,35 @@ SINGLE_KEYS = ("原典", "所蔵", "向き", "身分", "性別", *SOURCE_ID_KEYS
 
 @dataclass(frozen=True)
 class Attributes:
-    """One face's attributes from original_tags.txt, and where its pixels come from."""
+    """One face's attributes from original_tags.txt, and where its pixels come from.
+
+    Attributes
+    ----------
+    work : str
+        原典: the source work, as upstream wrote its title.
+    holder : str
+        所蔵: the institution holding the work, in English (one of ``CLASSES["holder"]``).
+    collection : str
+        The content provider's collection the image is served from.
+    orientation : str
+        向き: "three-quarter", "side", "back", "front" or "unknown".
+    period : str
+        制作年: the era as upstream wrote it (e.g. 江戸前期, 不明), without the years.
+    year_from, year_to : int or None
+        制作年's first and last year (a single year is both); None when not recorded.
+    tags : tuple of str
+        タグ: free tags as upstream wrote them.
+    fine_status : str
+        身分 in upstream's eight classes (one of ``CLASSES["fine_status"]``).
+    source_id : str
+        The source book's DOI, Keio call number or Kyoto record id.
+    source_id_type : str
+        "doi", "keio-call-number", "kyoto-record-id", or "" when there is no id.
+    iiif_service : str
+        The IIIF Image API URL of the page the face is cut from.
+    iiif_region : str
+        The region of that page, as in the image URL (x,y,w,h).
+    """
 
     work: str = ""  # 原典: the source work, as upstream wrote its title
     holder: str = UNKNOWN  # 所蔵: the institution holding the work, in English
@@ -96,9 +124,22 @@ TAG_SEPARATOR = ";"  # upstream's own separator, so no tag can contain it
 
 
 def export_row(attributes: Attributes | None) -> dict:
-    """The attributes as flat columns for files other tools read (attributes.csv, metadata.jsonl):
-    tags joined by ";" and unknown years as 0, so every column has one type in every file
-    (a split whose images all lack years would otherwise make `datasets` see two schemas)."""
+    """The attributes as flat columns for files other tools read (attributes.csv, metadata.jsonl).
+
+    Tags are joined by ";" and unknown years are 0, so every column has one type in
+    every file (a split whose images all lack years would otherwise make `datasets`
+    see two schemas).
+
+    Parameters
+    ----------
+    attributes : Attributes or None
+        None: an image original_tags.txt does not list (every column its default).
+
+    Returns
+    -------
+    dict
+        Column name -> str or int, one entry per field of `Attributes`.
+    """
     a = attributes or Attributes()
     row = a.as_dict()
     row["tags"] = TAG_SEPARATOR.join(a.tags)
@@ -121,6 +162,12 @@ def parse_attributes(lines: Sequence[str], urls: Sequence[str | None] = ()) -> d
     -------
     dict
         Attributes by image index, for every image the file lists.
+
+    Raises
+    ------
+    MetadataError
+        A malformed or duplicate line, or a closed-set value (holder, orientation,
+        status, gender) outside its set.
     """
     attributes: dict[int, Attributes] = {}
     first_seen: dict[int, int] = {}
@@ -225,6 +272,16 @@ def iiif_source(url: str | None) -> tuple[str, str]:
 
     `{service}/{region}/{size}/{rotation}/{quality}.{format}` is the Image API's
     own grammar, so the page is whatever precedes the last four path segments.
+
+    Parameters
+    ----------
+    url : str or None
+        An image URL of urls.txt.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The page's image service URL and the region, e.g. ``"10,20,300,300"``.
     """
     if not url:
         return "", ""

@@ -29,7 +29,19 @@ HF_SPLIT = MappingProxyType({"train": "train", "dev": "validation", "test": "tes
 
 
 def card_path(root: Path) -> str:
-    """README.md, unless one is there that kaokore did not write."""
+    """Where the card goes: README.md, unless one is there that kaokore did not write.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset directory.
+
+    Returns
+    -------
+    str
+        "README.md" when absent or kaokore's own (it holds `MARKER`), else
+        "README.kaokore.md" (also when README.md cannot be read).
+    """
     try:
         existing = read_file(root, CARD)
     except FileNotFoundError:
@@ -41,7 +53,25 @@ def card_path(root: Path) -> str:
 
 def write_card(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
                rows: Sequence[ManifestRow], command: str | None, version: str | None = None) -> str:
-    """Write the card; returns the name it was written under (README.md or README.kaokore.md)."""
+    """Write the dataset card into DIR, never over a README.md kaokore did not write.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset directory.
+    meta, layout, present, rows, command, version
+        As for `dataset_card`.
+
+    Returns
+    -------
+    str
+        The name it was written under: "README.md" or "README.kaokore.md" (`card_path`).
+
+    Raises
+    ------
+    OSError
+        The card cannot be written.
+    """
     name = card_path(root)
     write_file(root, name, dataset_card(meta, layout, present, rows, command, version).encode("utf-8"))
     return name
@@ -84,7 +114,29 @@ def _front_matter(meta: md.Metadata, version: str | None, images: int) -> list[s
 
 def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], rows: Sequence[ManifestRow],
                  command: str | None, version: str | None = None) -> str:
-    """The card's text (see the module docstring)."""
+    """The card's text (see the module docstring).
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata of the version DIR holds.
+    layout : str
+        DIR's layout.
+    present : sequence of Present
+        The images on disk (`kaokore.describe.present_images`).
+    rows : sequence of ManifestRow
+        The manifest's rows, for the fingerprint and the count of re-encoded and
+        adopted images.
+    command : str or None
+        The command line that reproduces the tree; None shows ``kaokore download``.
+    version : str, optional
+        The dataset version's name.
+
+    Returns
+    -------
+    str
+        Markdown with YAML front matter.
+    """
     classes = meta.classes
     groups = (*SPLITS, UNLABELED)
     expected = Counter((item.split or UNLABELED) for item in meta.downloadable)

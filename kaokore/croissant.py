@@ -89,7 +89,21 @@ ATTRIBUTE_FIELDS = (
 
 
 def image_globs(layout: str) -> list[str]:
-    """The labelled images of `layout`, as the FileSet's glob patterns relative to DIR."""
+    """The FileSet's glob patterns, relative to DIR, for the images of `layout`.
+
+    The split folders' images (so not unlabeled/), or in the flat layout every
+    image of images_256/.
+
+    Parameters
+    ----------
+    layout : str
+        "split", "flat", "gender" or "status".
+
+    Returns
+    -------
+    list of str
+        E.g. ``["train/*.jpg", "dev/*.jpg", "test/*.jpg"]`` for the split layout.
+    """
     if layout == "flat":
         return [f"{FLAT_FOLDER}/*.jpg"]
     depth = "*.jpg" if layout == "split" else "*/*.jpg"
@@ -97,7 +111,24 @@ def image_globs(layout: str) -> list[str]:
 
 
 def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None) -> dict:
-    """The Croissant document for DIR (see the module docstring)."""
+    """The Croissant document for DIR (see the module docstring).
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata of the version DIR holds.
+    layout : str
+        DIR's layout.
+    present : sequence of Present
+        The images on disk; only their number is used, in the description.
+    version : str, optional
+        The dataset version's name; None gives the document version "0.0.0".
+
+    Returns
+    -------
+    dict
+        The JSON-LD document.
+    """
     classes = meta.classes
     labels_sha = md.sha256(meta.files["labels.csv"])
     attributes_sha = md.sha256(attributes_csv(meta))
@@ -185,6 +216,13 @@ def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], versio
 
 def write_croissant(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
                     version: str | None = None) -> None:
+    """Write `croissant`'s document to DIR/croissant.json (arguments as for `croissant`).
+
+    Raises
+    ------
+    OSError
+        The file cannot be written.
+    """
     doc = croissant(meta, layout, present, version)
     write_file(root, CROISSANT, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 

@@ -36,7 +36,15 @@ HF_FOLDERS = (*SPLITS, FLAT_FOLDER, UNLABELED)
 
 @dataclass(frozen=True)
 class Present:
-    """An image of the version found where the layout puts it."""
+    """An image of the version found where the layout puts it.
+
+    Attributes
+    ----------
+    item : Item
+        The image, with its URL and labels.
+    rel : str
+        Its path relative to DIR, with '/' separators.
+    """
 
     item: md.Item
     rel: str  # relative to DIR, '/' separators
@@ -83,7 +91,21 @@ def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout
 
 
 def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
-    """The version's images that are where `layout` puts them, by image number."""
+    """The version's images that are where `layout` puts them, by image number.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset directory.
+    meta : Metadata
+        The parsed metadata of the version DIR holds.
+    layout : str
+        The layout to look in.
+
+    Returns
+    -------
+    list of Present
+    """
     on_disk = set()
     for folder in layout_folders(layout, meta.classes):
         on_disk.update(f"{folder}/{e.name}" for e in scan(root, folder)
@@ -97,7 +119,18 @@ def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
 
 
 def attributes_csv(meta: md.Metadata) -> bytes:
-    """attributes.csv: every image original_tags.txt describes, by image number."""
+    """attributes.csv: every image original_tags.txt describes, by image number.
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata.
+
+    Returns
+    -------
+    bytes
+        UTF-8 CSV with a header, columns ``image`` and then the `export_row` columns.
+    """
     out = io.StringIO(newline="")
     writer = csv.DictWriter(out, ATTRIBUTE_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -107,16 +140,50 @@ def attributes_csv(meta: md.Metadata) -> bytes:
 
 
 def hf_row(meta: md.Metadata, present: Present, file_name: str) -> dict:
+    """One image's row of metadata.jsonl.
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata, for the image's attributes.
+    present : Present
+        The image.
+    file_name : str
+        Its path relative to the folder holding the metadata.jsonl.
+
+    Returns
+    -------
+    dict
+        file_name, name, split ("unlabeled" for an unlabeled image), gender and status
+        (ints, or None when unlabeled), and the `export_row` columns.
+    """
     item = present.item
     return {"file_name": file_name, "name": item.name, "split": item.split or UNLABELED,
             "gender": item.gender, "status": item.status, **export_row(meta.attributes.get(item.index))}
 
 
 def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dict[str, list[dict]]:
-    """{folder holding a metadata.jsonl: its rows}. imagefolder takes a split from a folder named
-    train/dev/test, so a labelled split's rows sit in its folder, with file_name relative to it
-    (male/00000001.jpg in the gender layout). unlabeled/ is no split name: it gets no rows.
-    The flat layout has one folder, hence one metadata file and one split, with a `split` column."""
+    """The metadata.jsonl rows of each folder that gets one.
+
+    imagefolder takes a split from a folder named train/dev/test, so a labelled split's
+    rows sit in its folder, with file_name relative to it (male/00000001.jpg in the
+    gender layout). unlabeled/ is no split name: it gets no rows. The flat layout has
+    one folder, hence one metadata file and one split, with a `split` column.
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata.
+    layout : str
+        DIR's layout.
+    present : sequence of Present
+        The images on disk (`present_images`).
+
+    Returns
+    -------
+    dict of str to list of dict
+        Folder relative to DIR -> its `hf_row` rows.
+    """
     groups: dict[str, list[dict]] = {}
     for p in present:
         if layout == "flat":
@@ -130,6 +197,28 @@ def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dic
 
 
 def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present]) -> None:
+    """Write each folder's metadata.jsonl (`hf_groups`), and remove those no longer wanted.
+
+    A metadata.jsonl left in a folder by another layout (or by images since removed)
+    is deleted, and its folder with it when the layout does not use the folder and it
+    is then empty.
+
+    Parameters
+    ----------
+    root : Path
+        The dataset directory.
+    meta : Metadata
+        The parsed metadata.
+    layout : str
+        DIR's layout.
+    present : sequence of Present
+        The images on disk (`present_images`).
+
+    Raises
+    ------
+    OSError
+        A file cannot be written or removed.
+    """
     groups = hf_groups(meta, layout, present)
     for folder, rows in groups.items():
         text = "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows)
@@ -145,7 +234,28 @@ def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Seque
 
 def download_command(root: str | os.PathLike, version: str, layout: str, splits: Sequence[str] | None = None,
                      limit: int | None = None, metadata_dir: str | os.PathLike | None = None) -> str:
-    """The `kaokore download` command line that makes (or completes) this tree."""
+    """The `kaokore download` command line that makes (or completes) this tree.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The dataset directory.
+    version : str
+        The dataset version's name.
+    layout : str
+        The layout.
+    splits : sequence of str, optional
+        The splits selected, if not all.
+    limit : int, optional
+        The image limit, if any.
+    metadata_dir : str or os.PathLike, optional
+        The ``--metadata-dir``, if the metadata came from one.
+
+    Returns
+    -------
+    str
+        A shell-quoted command line.
+    """
     argv = ["kaokore", "download", "--dir", os.fspath(root), "--dataset_version", version, "--layout", layout]
     for split in splits or ():
         argv += ["--split", split]

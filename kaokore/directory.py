@@ -33,7 +33,17 @@ IDENTIFYING_FILES = ("urls.txt", "labels.csv", "original_tags.txt")
 
 @dataclass(frozen=True)
 class Found:
-    """A file at a place where some layout puts an image."""
+    """A file at a place where some layout puts an image; what `DatasetDir.locate` returns.
+
+    Attributes
+    ----------
+    rel : str
+        Its path relative to DIR, with '/' separators.
+    row : ManifestRow or None
+        The manifest's record of the image, if it has one; None for an image kaokore
+        has no record of (another tool's, or a run that crashed). Whether the file is
+        that record's bytes is not checked.
+    """
 
     rel: str  # relative to DIR, '/' separators
     row: ManifestRow | None  # None: an image kaokore has no record of (another tool's, or a run that crashed)
@@ -41,7 +51,28 @@ class Found:
 
 @dataclass(frozen=True)
 class DatasetDir:
-    """What a dataset directory holds, as far as its files tell."""
+    """What a dataset directory holds, as far as its files tell; what `inspect` returns.
+
+    Attributes
+    ----------
+    root : Path
+        The directory.
+    state : Mapping
+        kaokore.json (only its keys of the expected types); empty when absent.
+    manifest : Mapping of str to ManifestRow
+        manifest.csv's rows by image name; empty when absent.
+    files : Mapping of str to bytes
+        The metadata files present at the root, by name.
+    version : Version or None
+        The version DIR positively holds; None when it cannot tell.
+    evidence : str
+        How the version was told, or why it could not be.
+    layout : str
+        DIR's layout, from kaokore.json, else the manifest, else where its images are
+        (a tree with none is "split").
+    image_files : frozenset of str
+        Every ``NNNNNNNN.jpg`` in a folder some layout uses, relative to DIR.
+    """
 
     root: Path
     state: Mapping  # kaokore.json (only the keys of the expected types)
@@ -65,10 +96,26 @@ class DatasetDir:
             for name, digest in self.version.sha256.items())
 
     def locate(self, item: md.Item, classes: Mapping[str, Sequence[str]], layout: str | None = None) -> Found | None:
-        """Where image `item` is, if anywhere a layout puts it: `layout`'s place first (by
-        default DIR's own), since after an interrupted layout switch it may be in two places.
-        `Found.row` is the manifest's record of the image, if it has one: whether the file is
-        that record's bytes is for the caller to check."""
+        """Where image `item` is, if anywhere a layout puts it.
+
+        `layout`'s place is looked at first (by default DIR's own), since after an
+        interrupted layout switch an image may be in two places.
+
+        Parameters
+        ----------
+        item : Item
+            The image.
+        classes : Mapping of str to sequence of str
+            The class names by category, which name the class folders.
+        layout : str, optional
+            The layout whose place comes first (default: DIR's).
+
+        Returns
+        -------
+        Found or None
+            The file and the manifest's record of the image, if it has one (whether the
+            file is that record's bytes is for the caller to check); None when absent.
+        """
         row = self.manifest.get(item.name)
         candidates = candidate_paths(item, classes)
         order = [image_path(item, layout or self.layout, classes)]
@@ -88,7 +135,25 @@ class DatasetDir:
 
 
 def inspect(dir: str | os.PathLike) -> DatasetDir:
-    """Read what DIR holds. A missing DIR is an empty one; nothing is written."""
+    """Read what DIR holds: its version, layout, metadata files, manifest and images.
+
+    A missing DIR is an empty one; nothing is written. Unreadable or foreign
+    bookkeeping files read as absent.
+
+    Parameters
+    ----------
+    dir : str or os.PathLike
+        The dataset directory.
+
+    Returns
+    -------
+    DatasetDir
+
+    Raises
+    ------
+    DirectoryError
+        `dir` is a file.
+    """
     root = Path(dir)
     if root.exists() and not root.is_dir():
         raise DirectoryError(f"cannot use {str(root)!r} as the dataset directory: it is a file")
@@ -174,7 +239,17 @@ def _detect_layout(state: Mapping, manifest: Mapping[str, ManifestRow], image_fi
 
 @dataclass(frozen=True)
 class Resolved:
-    """What a download will make of DIR."""
+    """What a download will make of DIR; what `resolve` returns.
+
+    Attributes
+    ----------
+    version : Version
+        The version the download completes DIR in.
+    layout : str
+        The layout it leaves DIR in.
+    adopt : bool
+        Whether files with no manifest row may be kept as this version's images.
+    """
 
     version: Version
     layout: str
@@ -188,6 +263,28 @@ def resolve(d: DatasetDir, dataset_version: str | Version | None, layout: str | 
     A recognised tree is completed in its own version; an explicit version that
     contradicts it is refused. A tree holding images of a version nobody can tell
     is refused unless the user names the version.
+
+    Parameters
+    ----------
+    d : DatasetDir
+        What `inspect` found.
+    dataset_version : str or Version, optional
+        The version asked for; None: DIR's own, else that of the custom files, else "1.0".
+    layout : str, optional
+        The layout asked for; None: DIR's own when it holds images (or kaokore.json
+        names one), else "split".
+    custom_files : Mapping of str to bytes, optional
+        The metadata files of ``--metadata-dir``, by name.
+
+    Returns
+    -------
+    Resolved
+
+    Raises
+    ------
+    UsageError
+        An unknown version; a version that contradicts DIR's or the custom files';
+        or images of a version that cannot be told, and none named.
     """
     def named(name: str) -> Version:
         # A caller's own registry entry (tests, benchmarks, mirrors) is taken as it is.
@@ -241,7 +338,20 @@ def _same_urls(d: DatasetDir, files: Mapping[str, bytes]) -> bool:
 
 @dataclass(frozen=True)
 class Tree:
-    """A dataset directory with its metadata parsed and the images that are where its layout puts them."""
+    """A dataset directory with its metadata parsed and the images that are where its layout puts them.
+
+    What `open_tree` returns; `root`, `layout`, `state`, `manifest` and `version` are
+    those of `dir`.
+
+    Attributes
+    ----------
+    dir : DatasetDir
+        What `inspect` found.
+    meta : Metadata
+        The parsed metadata files.
+    present : frozenset of str
+        Names of the images found at the path the layout gives them.
+    """
 
     dir: DatasetDir
     meta: md.Metadata
@@ -268,11 +378,29 @@ class Tree:
         return self.dir.version
 
     def path(self, item: md.Item) -> Path:
+        """Where the layout puts `item`, present or not."""
         return self.dir.path(item, self.meta.classes)
 
 
 def open_tree(dir: str | os.PathLike) -> Tree:
-    """Read DIR for `verify`, `info` and `preview`: all five metadata copies must be there."""
+    """Read DIR for `verify`, `info` and `preview`: all five metadata copies must be there.
+
+    Parameters
+    ----------
+    dir : str or os.PathLike
+        The dataset directory.
+
+    Returns
+    -------
+    Tree
+
+    Raises
+    ------
+    DirectoryError
+        DIR does not exist, is not a directory, or lacks a metadata file.
+    MetadataError
+        A metadata file is malformed.
+    """
     d = inspect(dir)
     root = d.root
     if not root.exists():

@@ -25,16 +25,45 @@ EXAMPLES_SHOWN = 5  # missing image names quoted in the warning
 
 
 class MissingFramework(ImportError, KaokoreError):
-    """The loader's framework is not installed; the message names the extra to install."""
+    """The loader's framework (PyTorch, TensorFlow) is not installed; the message names the extra to install.
+
+    Both an `ImportError` and a `KaokoreError`.
+    """
 
 
 class MissingImagesWarning(UserWarning):
-    """Some labelled images of the split are not on disk; they are left out of the dataset."""
+    """Some labelled images of the split are not on disk; they are left out of the dataset.
+
+    Issued once per dataset by the loaders. To make a partial tree an error instead:
+    ``warnings.simplefilter("error", MissingImagesWarning)``.
+    """
 
 
 @dataclass(frozen=True)
 class Index:
-    """The labelled images of one split that are on disk, and those that are not."""
+    """The labelled images of one split that are on disk, and those that are not.
+
+    Attributes
+    ----------
+    root : str
+        The dataset directory, absolute.
+    split : str
+        "train", "dev" or "test".
+    category : str
+        The category the labels are of.
+    classes : tuple of str
+        Class names; a label indexes this tuple.
+    samples : tuple of (str, int)
+        (absolute image path, label) of each image on disk, by image number.
+    not_downloaded : tuple of str
+        Names of images not on disk that a rerun of `kaokore download` could fetch
+        (every missing image when the tree has no urls.txt).
+    unavailable : tuple of str
+        Names of labelled images urls.txt gives no URL: nothing can fetch them.
+    attributes : tuple of dict
+        With ``attributes=True``, each sample's name and original_tags.txt attributes;
+        else empty.
+    """
 
     root: str
     split: str
@@ -47,6 +76,7 @@ class Index:
 
     @property
     def expected(self) -> int:
+        """The split's labelled images, on disk or not."""
         return len(self.samples) + len(self.not_downloaded) + len(self.unavailable)
 
     def warn_missing(self, stacklevel: int) -> None:
@@ -73,9 +103,33 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
                attributes: bool = False) -> Index:
     """Which labelled images of `split` are under `root`, in any layout, with their `category` labels.
 
-    `category` is a labels.csv category (gender, status) or a closed set of original_tags.txt
-    (orientation, holder, fine_status; labels index `ATTRIBUTE_CLASSES[category]`).
-    `attributes=True` also gives each sample's attributes (`Index.attributes`).
+    The index both loaders build on; it needs no framework.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        A dataset directory, in any of kaokore's layouts.
+    split : str
+        "train", "dev" or "test".
+    category : str
+        A labels.csv category ("gender", "status") or a closed set of original_tags.txt
+        ("orientation", "holder", "fine_status"; labels index ``ATTRIBUTE_CLASSES[category]``).
+    attributes : bool
+        Also give each sample's attributes (`Index.attributes`).
+
+    Returns
+    -------
+    Index
+
+    Raises
+    ------
+    UsageError
+        An unknown split or category.
+    DirectoryError
+        `root` is not a directory, or holds none of the split's labelled images.
+    MetadataError
+        labels.csv, labels.metadata.en.txt (or original_tags.txt, when read) is
+        missing or malformed.
     """
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")

@@ -112,21 +112,27 @@ class DatasetInfo:
 
     @property
     def metadata_pinned(self) -> bool:
+        """Whether the metadata files are byte for byte the pinned ones."""
         return self.metadata == "pinned"
 
     @property
     def complete(self) -> bool:
+        """Whether every image with a URL is present."""
         return self.present == self.expected
 
     @property
     def unlabeled_expected(self) -> int:
+        """Images with a URL but no labels.csv row."""
         return self.split_expected[UNLABELED]
 
     @property
     def unlabeled_present(self) -> int:
+        """Of those, images present."""
         return self.split_present[UNLABELED]
 
     def to_json(self) -> dict:
+        """The ``--json`` document: every attribute, plus ``metadata_pinned``, ``complete``,
+        ``missing`` and ``unlabeled`` (expected and present)."""
         doc = asdict(self)
         doc["metadata_pinned"] = self.metadata_pinned
         doc["complete"] = self.complete
@@ -135,11 +141,36 @@ class DatasetInfo:
         return doc
 
     def text(self) -> str:
+        """The report as ``kaokore info`` prints it."""
         return format_info(self)
 
 
 def dataset_info(dir: str | os.PathLike = defaults.DIR) -> DatasetInfo:
-    """Summarize DIR: version, layout, images present, and the class balance by split."""
+    """Summarize DIR without the network: version, layout, images present, class balance by split.
+
+    Parameters
+    ----------
+    dir : str or os.PathLike
+        The dataset directory, as written by `kaokore.download`.
+
+    Returns
+    -------
+    DatasetInfo
+        What ``kaokore info`` prints (``info.text()``) or its ``--json`` (``info.to_json()``).
+
+    Raises
+    ------
+    DirectoryError
+        DIR does not exist, lacks metadata files, or a download is running in it.
+    MetadataError
+        A metadata file in DIR is malformed.
+
+    Examples
+    --------
+    >>> from kaokore.info import dataset_info
+    >>> info = dataset_info("data")
+    >>> info.labels["status"]["train"]
+    """
     refuse_while_held(dir)  # a tree being downloaded is half written: its counts would be wrong
     return info_from_tree(open_tree(dir))
 

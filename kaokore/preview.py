@@ -59,6 +59,29 @@ class Row:
 
 @dataclass(frozen=True)
 class SheetPlan:
+    """Which faces a contact sheet shows, and where: what `plan_sheet` returns and `render` draws.
+
+    Attributes
+    ----------
+    title : str
+        The sheet's title line (version, category or "mosaic", split, seed).
+    by : str or None
+        "gender" or "status" for one labelled row per class; None for a mosaic.
+    split : str
+        "train", "dev", "test", "unlabeled" or "all".
+    seed : int
+        The seed the faces were drawn with.
+    tile : int
+        The side of a tile, in pixels.
+    cols : int
+        Tiles per row.
+    rows : tuple of Row
+        Each row's class name ("" in a mosaic), the images of that class present, and
+        the faces picked; a row with fewer than `cols` faces is padded with empty tiles.
+    notes : tuple of str
+        What a person should know: short rows, classes missing, nothing on disk.
+    """
+
     title: str
     by: str | None  # None: a mosaic
     split: str
@@ -70,6 +93,7 @@ class SheetPlan:
 
     @property
     def size(self) -> tuple[int, int]:
+        """(width, height) of the sheet, in pixels."""
         return sheet_size(self.tile, self.cols, len(self.rows), labelled=self.by is not None)
 
 
@@ -100,7 +124,43 @@ def sheet_size(tile: int, cols: int, rows: int, labelled: bool = True) -> tuple[
 def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DEFAULT_BY, *, split: str = "all",
                per_class: int = DEFAULT_PER_CLASS, rows: int = DEFAULT_ROWS, cols: int = DEFAULT_COLS,
                tile: int = DEFAULT_TILE, seed: int = 0) -> SheetPlan:
-    """Which faces go where. `by` is "gender" or "status" for one row per class, None or "none" for a mosaic."""
+    """Which faces go where on a contact sheet, drawn at random among the images on disk.
+
+    The draw is reproducible: the same seed on the same tree gives the same sheet,
+    and each row has its own draw, so a longer row extends a shorter one.
+
+    Parameters
+    ----------
+    dir : str or os.PathLike or Tree
+        The dataset directory, or a tree already read by `kaokore.directory.open_tree`.
+    by : str or None
+        "gender" or "status" for one labelled row per class; None or "none" for a mosaic.
+    split : str
+        Draw from "train", "dev", "test", "unlabeled" (a mosaic only) or "all".
+    per_class : int
+        Faces per class row, 1 to 64 (rows by class only).
+    rows, cols : int
+        The mosaic's rows and columns, 1 to 64 each (mosaic only).
+    tile : int
+        The side of a tile in pixels, 32 to 512.
+    seed : int
+        Which faces are drawn.
+
+    Returns
+    -------
+    SheetPlan
+        The faces picked, row by row, and notes on rows left short.
+
+    Raises
+    ------
+    UsageError
+        An unknown `by` or `split`, rows by class of unlabeled images, a number out of
+        range, or a sheet of more than 80 million pixels.
+    DirectoryError
+        DIR does not exist or lacks metadata files.
+    MetadataError
+        A metadata file in DIR is malformed.
+    """
     tree = dir if isinstance(dir, Tree) else open_tree(dir)
     by = None if by in (None, "none") else by
     if by is not None and by not in BY_CHOICES:
@@ -181,8 +241,26 @@ def _check_range(flag: str, value: int, low: int, high: int) -> None:
 # ---- drawing -------------------------------------------------------------------------------------
 
 def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None = None) -> Image.Image:
-    """Draw the sheet; a face that cannot be read becomes a placeholder tile (and its name is
-    appended to `unreadable`, when given) rather than an error: one bad file should not cost the sheet."""
+    """Draw the sheet a `SheetPlan` describes.
+
+    A face that cannot be read becomes a placeholder tile rather than an error: one
+    bad file should not cost the sheet.
+
+    Parameters
+    ----------
+    plan : SheetPlan
+        What `plan_sheet` chose.
+    names : bool
+        Print each face's image number on its tile (shortened, or left out, when the
+        tile is too small for it to be legible).
+    unreadable : list of str, optional
+        The names of faces that could not be read are appended to it.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An RGB image of ``plan.size``.
+    """
     g = geometry(plan.tile, plan.by is not None)
     sheet = Image.new("RGB", plan.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -221,7 +299,34 @@ def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None
 
 def contact_sheet(dir: str | os.PathLike = defaults.DIR, by: str | None = DEFAULT_BY, *, names: bool = False,
                   **options) -> Image.Image:
-    """A contact sheet of DIR's faces as a PIL image; options as for `plan_sheet`."""
+    """A contact sheet of DIR's faces as a PIL image: `plan_sheet`, then `render`.
+
+    Parameters
+    ----------
+    dir : str or os.PathLike
+        The dataset directory.
+    by : str or None
+        "gender" or "status" for one labelled row per class; None or "none" for a mosaic.
+    names : bool
+        Print each face's image number on its tile.
+    **options
+        `plan_sheet`'s keyword arguments: split, per_class, rows, cols, tile, seed.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The sheet, in RGB.
+
+    Raises
+    ------
+    UsageError, DirectoryError, MetadataError
+        As `plan_sheet`.
+
+    Examples
+    --------
+    >>> from kaokore.preview import contact_sheet
+    >>> contact_sheet("data", by="gender", split="test", seed=1).save("faces.png")
+    """
     return render(plan_sheet(dir, by, **options), names=names)
 
 

@@ -84,15 +84,18 @@ class Summary:
 
     @property
     def complete(self) -> bool:
+        """Whether every selected image with a URL is on disk: none failed, none left, not interrupted."""
         return not self.interrupted and self.failed == 0 and self.not_attempted == 0
 
     @property
     def exit_status(self) -> int:
+        """What ``kaokore download`` exits with: 0 when `complete`, 130 when interrupted, else 1."""
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if self.complete else EXIT_INCOMPLETE
 
     def to_json(self) -> dict:
+        """The ``--json`` document: every attribute (failures as dicts, by image name), plus ``complete``."""
         doc = asdict(self)
         doc["seconds"] = round(self.seconds, 3)
         doc["failures"] = [asdict(f) for f in sorted(self.failures, key=lambda f: f.image)]
@@ -100,6 +103,7 @@ class Summary:
         return doc
 
     def line(self) -> str:
+        """The one-line summary the command line prints, e.g. ``"kaokore 1.0: complete: 5552 new, ..."``."""
         parts = [f"{self.downloaded} new", f"{self.already_present} already present", f"{self.failed} failed"]
         if self.unavailable:
             parts.append(f"{self.unavailable} unavailable upstream")

@@ -48,7 +48,39 @@ PAUSE_AFTER = 3
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently to ask again: per image, and per host."""
+    """How often and how patiently to ask again: per image, and per host.
+
+    Pass one to ``kaokore.download(policy=...)``; ``download(retries=...)`` overrides
+    its `retries`. Importable as ``kaokore.RetryPolicy``.
+
+    Attributes
+    ----------
+    retries : int
+        Retries per image for transient failures (connection errors, timeouts,
+        HTTP 408/429/5xx, a body that is not an image); 0 or more.
+    backoff_factor : float
+        Seconds before an image's first retry, doubled at each further retry, plus up
+        to half again of random jitter. Also the first pause of a failing host.
+    backoff_max : float
+        The longest wait before a retry, jitter aside.
+    retry_after_cap : float
+        The longest ``Retry-After`` honoured, in seconds; a longer one is cut to this.
+    bad_body_tries : int
+        Tries before an image whose server answers 200 with something that is not an
+        image fails.
+    breaker_threshold : int
+        Distinct images in a row failing, with no image delivered in between, that give
+        a host up for the run; twice as many once the host has delivered an image.
+    host_pause_max : float
+        The longest pause, in seconds, between the requests of a failing host.
+    overload_threshold : int
+        HTTP 429/503 answers in a row, with no image in between, that give a host up.
+
+    Examples
+    --------
+    >>> patient = kaokore.RetryPolicy(retries=10, backoff_max=120.0)
+    >>> kaokore.download("data", policy=patient)
+    """
 
     retries: int = defaults.RETRIES
     backoff_factor: float = 0.5  # first retry after ~0.5 s, then 1, 2, 4 ... (plus jitter)
@@ -63,6 +95,7 @@ class RetryPolicy:
     overload_threshold: int = 32  # 429/503 answers in a row with no image between: the host is given up
 
     def new_state(self) -> Retry:
+        """A fresh urllib3 `Retry` counting one image's (or metadata file's) retries."""
         return Retry(
             total=self.retries, connect=None, read=None, status=None, redirect=0,
             backoff_factor=self.backoff_factor, status_forcelist=RETRY_STATUSES,
@@ -70,6 +103,7 @@ class RetryPolicy:
         )
 
     def backoff(self, state: Retry) -> float:
+        """Seconds to wait before the next retry that `state` has counted, jitter included."""
         # urllib3 gives 0 for the first retry; a busy university server deserves a pause.
         base = max(state.get_backoff_time(), self.backoff_factor * 2 ** (len(state.history) - 1))
         base = min(base, self.backoff_max)
@@ -95,6 +129,20 @@ _STRAINING = frozenset({Trouble.BAD_ANSWER, Trouble.OVERLOADED})
 
 @dataclass(frozen=True)
 class Failure:
+    """An image a download could not fetch; a row of failures.csv.
+
+    Attributes
+    ----------
+    image : str
+        The image name, ``NNNNNNNN.jpg``.
+    url : str
+        The URL it was requested from.
+    error : str
+        Why it failed: the last error, or why its host was given up.
+    attempts : int
+        Requests made for it (0 when its host was given up before any).
+    """
+
     image: str
     url: str
     error: str

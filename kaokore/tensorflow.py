@@ -27,17 +27,50 @@ def _import_tensorflow():
 
 
 def load(root: str | os.PathLike, split: str = "train", category: str = "gender", attributes: bool = False):
-    """A `tf.data.Dataset` of (uint8 [256, 256, 3] image, int64 label), in image-number order.
-
-    `category` may also name a closed set of original_tags.txt (orientation, holder,
-    fine_status). `attributes=True` adds a third element, a dict of the image's
-    original_tags.txt attributes in English as string and int64 scalars (tags joined
-    by ';', unknown years 0, as in attributes.csv).
+    """The labelled images of one split as a `tf.data.Dataset`, in image-number order.
 
     Images are decoded by `tf.io.decode_jpeg` in a parallel, order-preserving map;
-    shuffle, batch and prefetch as usual. The returned dataset carries `class_names`
-    and `file_paths` (as Keras' `image_dataset_from_directory` does); both are lost
-    by later transformations such as `.batch`.
+    shuffle, batch and prefetch as usual. Labelled images missing from disk are left
+    out and reported in one `MissingImagesWarning`.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        A directory written by `kaokore download`, in any layout.
+    split : str
+        "train", "dev" or "test".
+    category : str
+        The label: "gender" or "status" (labels.csv), or a closed set of
+        original_tags.txt: "orientation", "holder" or "fine_status".
+    attributes : bool
+        Add a third element: a dict of the image's original_tags.txt attributes in
+        English as string and int64 scalars (tags joined by ';', unknown years 0, as
+        in attributes.csv).
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements (uint8 [256, 256, 3] image, int64 label), or with `attributes`
+        (image, label, dict). It carries `class_names` and `file_paths` (as Keras'
+        `image_dataset_from_directory` does); both are lost by later transformations
+        such as `.batch`.
+
+    Raises
+    ------
+    MissingFramework
+        TensorFlow is not installed.
+    UsageError
+        An unknown split or category.
+    DirectoryError
+        `root` is not a directory, or holds none of the split's labelled images.
+    MetadataError
+        A metadata file under `root` is missing or malformed.
+
+    Examples
+    --------
+    >>> import kaokore.tensorflow
+    >>> ds = kaokore.tensorflow.load("data", split="train", category="status")
+    >>> ds.class_names
     """
     tf = _import_tensorflow()
     index = read_index(root, split, category, attributes=attributes)

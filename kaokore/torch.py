@@ -37,20 +37,74 @@ __all__ = ["KaoKore", "to_tensor", "MissingImagesWarning"]
 class KaoKore(Dataset):
     """The labelled images of one split, as (image, label) pairs.
 
-    `root` is a directory written by `kaokore download`, in any layout (or a tree
-    with labels.csv and labels.metadata.en.txt at its root and the images in any
-    of kaokore's layouts, e.g. upstream's images_256/). Images come in image-number
-    order as PIL RGB images, or `transform(image)`; labels are ints indexing
-    `classes`. Labelled images missing from disk are left out and reported in one
-    `MissingImagesWarning`.
+    Images come in image-number order as PIL RGB images, or ``transform(image)``;
+    labels are ints indexing `classes`. Labelled images missing from disk are left
+    out and reported in one `MissingImagesWarning`.
 
-    `category` may also name a closed set of original_tags.txt: orientation, holder or
-    fine_status. `attributes=True` makes each item (image, label, attributes), the
-    attributes a dict of the image's original_tags.txt in English (name, work, holder,
-    orientation, period, tags, ...).
+    Parameters
+    ----------
+    root : str or os.PathLike
+        A directory written by `kaokore download`, in any layout (or a tree with
+        labels.csv and labels.metadata.en.txt at its root and the images in any of
+        kaokore's layouts, e.g. upstream's images_256/).
+    split : str
+        "train", "dev" or "test".
+    category : str
+        The label: "gender" or "status" (labels.csv), or a closed set of
+        original_tags.txt: "orientation", "holder" or "fine_status".
+    transform : callable, optional
+        Applied to each PIL image.
+    target_transform : callable, optional
+        Applied to each int label.
+    download : bool
+        First run ``kaokore.download(root, **download_options)``, which fetches only
+        what is missing and keeps the layout and version the tree already has.
+    attributes : bool
+        Make each item (image, label, attributes), the attributes a dict of the
+        image's original_tags.txt in English (name, work, holder, orientation,
+        period, tags, ...).
+    **download_options
+        Keyword arguments of `kaokore.download` (not `dir`), with ``download=True`` only.
 
-    `download=True` first runs `kaokore.download(root, **download_options)`, which
-    fetches only what is missing and keeps the layout and version the tree already has.
+    Attributes
+    ----------
+    root : str
+        The dataset directory, absolute.
+    split, category : str
+        As given.
+    classes : list of str
+        Class names; a label indexes this list.
+    class_to_idx : dict of str to int
+        Label by class name.
+    samples : list of (str, int)
+        (image path, label) of each item, as torchvision names it.
+    targets : list of int
+        The label of each item.
+    missing : list of str
+        Names of the split's labelled images not on disk (not downloaded, or with no
+        URL upstream).
+    attributes : list of dict or None
+        Each item's attributes with ``attributes=True``; else None.
+    transform, target_transform : callable or None
+        As given.
+
+    Raises
+    ------
+    UsageError
+        An unknown split or category, or `dir` among the download options.
+    DirectoryError
+        `root` is not a directory, or holds none of the split's labelled images.
+    MetadataError
+        A metadata file under `root` is missing or malformed.
+    TypeError
+        Download options without ``download=True``.
+
+    Examples
+    --------
+    >>> from kaokore.torch import KaoKore, to_tensor
+    >>> train = KaoKore("data", split="train", category="status", transform=to_tensor)
+    >>> image, label = train[0]
+    >>> train.classes[label]
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", category: str = "gender",
@@ -114,7 +168,18 @@ def _download_into(root, options: dict) -> None:
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL RGB image -> float32 tensor [3, H, W] in [0, 1], like torchvision's ToTensor, without torchvision."""
+    """A PIL image as a float32 tensor, like torchvision's ``ToTensor``, without torchvision.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Any mode; converted to RGB first.
+
+    Returns
+    -------
+    torch.Tensor
+        float32, shape [3, H, W], values in [0, 1].
+    """
     width, height = image.size
     pixels = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
     return pixels.view(height, width, 3).permute(2, 0, 1).contiguous().float().div_(255)

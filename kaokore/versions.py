@@ -26,12 +26,27 @@ DEFAULT_VERSION = "1.0"  # upstream's default; the published benchmark numbers a
 
 @dataclass(frozen=True)
 class Version:
+    """One dataset version, its metadata files pinned by SHA-256; the entries of `VERSIONS`.
+
+    Attributes
+    ----------
+    name : str
+        "1.0", "1.1", "1.2" or "1.3".
+    folder : str
+        The upstream folder holding its metadata files (e.g. "dataset_v1.3").
+    images : int
+        The number of images upstream announces for the version.
+    sha256 : Mapping of str to str
+        The pinned hex SHA-256 of each of the five metadata files, by file name.
+    """
+
     name: str
     folder: str
     images: int
     sha256: Mapping[str, str]
 
     def metadata_url(self, filename: str, base_url: str = UPSTREAM_BASE_URL) -> str:
+        """The URL of metadata file `filename` under `base_url` (default: upstream at the pinned commit)."""
         return f"{base_url.rstrip('/')}/{self.folder}/{filename}"
 
 
@@ -82,6 +97,22 @@ VERSIONS: Mapping[str, Version] = MappingProxyType({
 
 
 def get_version(name: str) -> Version:
+    """The registered version called `name`.
+
+    Parameters
+    ----------
+    name : str
+        "1.0", "1.1", "1.2" or "1.3".
+
+    Returns
+    -------
+    Version
+
+    Raises
+    ------
+    UsageError
+        No version has that name.
+    """
     from .errors import UsageError
 
     try:
