@@ -105,7 +105,7 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             plan.damaged.append(item.name)
         # A damaged image with a row outside the selection is left for `verify` to report.
     if adopt and len(unknown) > 100 and note is not None:
-        note(f"kaokore: reading {len(unknown)} images in {root} that have no manifest row (once)")
+        note(f"reading {len(unknown)} images in {root} that have no manifest row (once)")
     for (item, target), good in zip(unknown, _adopt_all(root, unknown, layout) if adopt else repeat(None)):
         if good is not None:
             plan.rows[item.name] = good
