@@ -86,8 +86,8 @@ def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout
         write_croissant(root, meta, layout, present, version)
         write_card(root, meta, layout, present, list(rows), command, version)
     except OSError as exc:
-        raise DirectoryError(f"cannot write the dataset description under {str(root)!r}: "
-                             f"{exc.strerror or exc}") from None
+        where = exc.filename or str(root)  # safefs.write_file names the file it could not write
+        raise DirectoryError(f"cannot write {where!r} (the dataset description): {exc.strerror or exc}") from None
 
 
 def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:

@@ -24,6 +24,7 @@ from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
 from .layout import any_layout_folders, check_layout
 from .plan import check_selection, make_plan, select
 from .report import Summary, log, note
+from .safefs import check_dir
 from .session import HttpOptions, make_session
 from .store import (
     StoreError,
@@ -161,6 +162,9 @@ def download(
     custom_files = md.read_local(metadata_dir) if metadata_dir is not None else None
     # Judged before anything is written, so a refusal leaves DIR exactly as it was.
     resolve(inspect(root), dataset_version, layout, custom_files)
+    if custom_files is not None:
+        # Where the classes are known already, even the lock file waits for this check.
+        check_dir(root, any_layout_folders(md.parse_classes(custom_files["labels.metadata.en.txt"])))
     prepare_root(root)
     if options.ssl_unverified:
         note("warning: --ssl_unverified_context (verify=False): TLS certificates are NOT checked",
@@ -171,6 +175,8 @@ def download(
         resolved = resolve(found, dataset_version, layout, custom_files)
         version, layout = resolved.version, resolved.layout
         meta = _load_metadata(found, version, session, options, policy, custom_files, metadata_url)
+        # Class folders are known only now: a link among them is refused before anything is written.
+        check_dir(root, any_layout_folders(meta.classes))
         write_root_files(root, meta.files)
 
         selection = select(meta.items, splits, limit)

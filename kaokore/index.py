@@ -139,14 +139,15 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
     if not path.is_dir():
         raise DirectoryError(f"{str(path)!r} is not a directory; download the dataset first "
                              f"(`kaokore download --dir {root}`, or download=True)")
-    classes = md.parse_classes(_read(path, "labels.metadata.en.txt"))
-    labels = md.parse_labels(_read(path, "labels.csv"), classes)
-    # urls.txt only tells "never downloadable" from "not downloaded yet"; a tree from elsewhere may lack it.
-    urls = md.parse_urls(_read(path, "urls.txt")) if (path / "urls.txt").is_file() else None
     found_in = inspect(path)  # the same reading of DIR as download, verify and info
+    # The metadata copies as inspect read them: never through a link leading outside DIR.
+    classes = md.parse_classes(_read(found_in.files, path, "labels.metadata.en.txt"))
+    labels = md.parse_labels(_read(found_in.files, path, "labels.csv"), classes)
+    # urls.txt only tells "never downloadable" from "not downloaded yet"; a tree from elsewhere may lack it.
+    urls = md.parse_urls(found_in.files["urls.txt"]) if "urls.txt" in found_in.files else None
     tags = {}
     if attributes or category in ATTRIBUTE_CLASSES:
-        tags = md.parse_attributes(_read(path, "original_tags.txt"), urls or ())
+        tags = md.parse_attributes(_read(found_in.files, path, "original_tags.txt"), urls or ())
     kept = []
 
     samples, not_downloaded, unavailable = [], [], []
@@ -176,11 +177,9 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
                  tuple(not_downloaded), tuple(unavailable), tuple(kept) if attributes else ())
 
 
-def _read(root: Path, name: str) -> bytes:
-    try:
-        return (root / name).read_bytes()
-    except FileNotFoundError:
-        raise MetadataError(str(root / name), None,
-                            "missing; a tree written by `kaokore download` has it at its root") from None
-    except OSError as exc:
-        raise MetadataError(str(root / name), None, f"cannot read: {exc.strerror}") from None
+def _read(files, root: Path, name: str) -> bytes:
+    if name in files:
+        return files[name]
+    why = ("a symbolic link leading outside the dataset directory, not read" if os.path.islink(root / name)
+           else "missing; a tree written by `kaokore download` has it at its root")
+    raise MetadataError(str(root / name), None, why)

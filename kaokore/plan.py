@@ -17,12 +17,12 @@ from itertools import repeat
 from pathlib import Path
 
 from .directory import DatasetDir
-from .errors import DirectoryError, UsageError
+from .errors import UsageError
 from .layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
 from .metadata import Item, Metadata, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize_found
 from .safefs import move_file, read_file, remove_file, remove_folder, write_file
-from .store import ManifestRow, StoreError, file_sha256
+from .store import DISK_ERRNOS, ManifestRow, StoreError, file_sha256
 
 
 @dataclass
@@ -93,7 +93,10 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             plan.damaged.append(item.name)
             continue
         if found.rel != target:
-            _move(root, found.rel, target)
+            if not _move(root, found.rel, target):
+                # This path alone cannot take the image (a folder squats it): the file stays where it
+                # was, and the image is fetched to its place in this layout, where it fails by itself.
+                continue
             plan.relocated += 1
         if row is None:
             unknown.append((item, target))
@@ -164,11 +167,15 @@ def _adopt(root: Path, item: Item, rel: str, layout: str) -> ManifestRow | None:
                        image.source_height, image.source_mode, image.converted, layout, origin="adopted")
 
 
-def _move(root: Path, found: str, target: str) -> None:
+def _move(root: Path, found: str, target: str) -> bool:
+    """Move an image to its place in the new layout; False if that one path cannot take it."""
     try:
         move_file(root, found, target)
     except OSError as exc:
-        raise DirectoryError(f"cannot move {found} to {target} under {str(root)!r}: {exc.strerror or exc}") from None
+        if exc.errno in DISK_ERRNOS:
+            raise StoreError(f"cannot move {found} to {target} under {str(root)!r}: {exc.strerror or exc}") from None
+        return False
+    return True
 
 
 def _remove_empty_folders(root: Path, layout: str, classes) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ LEADS_OUTSIDE = "a symbolic link leading outside DIR"
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 # Without *at() calls (Windows) paths are resolved and checked, then used by name: the
 # check still refuses links leading outside, but a link swapped in between is not caught.
 _AT = (hasattr(os, "O_DIRECTORY") and bool(_NOFOLLOW) and os.scandir in os.supports_fd
@@ -103,6 +105,15 @@ def write_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> N
     through a link), which then replaces `rel`'s entry: a link or a hard link at `rel`
     is replaced, never written through. `durable` also syncs the bytes to the disk.
     """
+    try:
+        _write_file(root, rel, data, durable)
+    except OSError as exc:
+        # A temporary's bare name (opened by dir_fd) tells the user nothing: name the file written.
+        exc.filename = os.path.join(str(root), *_parts(rel))
+        raise
+
+
+def _write_file(root: Pathish, rel: str, data: bytes, durable: bool) -> None:
     real_root, parts = _resolve(root, rel, follow_last=False)
     name = parts.pop()
     tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
@@ -136,8 +147,19 @@ def open_file(root: Pathish, rel: str) -> BinaryIO:
     real_root, parts = _resolve(root, rel, follow_last=True)
     name = parts.pop() if parts else "."
     with _folder(real_root, parts) as at:
-        fd = os.open(*at(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY, **at.kw)
+        # O_NONBLOCK: a FIFO planted under a file's name must not hang the run in open().
+        fd = os.open(*at(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK, **at.kw)
+    _regular_only(fd, rel)
     return open(fd, "rb", closefd=True)
+
+
+def _regular_only(fd: int, rel: Pathish) -> None:
+    """Close `fd` and raise unless it is a regular file (a FIFO, device or socket is nobody's data)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(rel))
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
 
 
 def open_fd(root: Pathish, rel: str, flags: int, mode: int = 0o644) -> int:
@@ -146,7 +168,9 @@ def open_fd(root: Pathish, rel: str, flags: int, mode: int = 0o644) -> int:
     real_root, parts = _resolve(root, rel, follow_last=False)
     name = parts.pop()
     with _folder(real_root, parts) as at:
-        return os.open(*at(name), flags | _NOFOLLOW | _CLOEXEC | _BINARY, mode, **at.kw)
+        fd = os.open(*at(name), flags | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK, mode, **at.kw)
+    _regular_only(fd, rel)
+    return fd
 
 
 def same_file(root: Pathish, rel: str, fd: int) -> bool:

@@ -172,9 +172,9 @@ class Journal:
         try:
             fd = open_fd(root, JOURNAL, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
-            if exc.errno != errno.ELOOP:
+            if exc.errno not in (errno.ELOOP, errno.EINVAL):
                 raise
-            fd = -1  # a symbolic link: never followed, replaced below
+            fd = -1  # a symbolic link (never followed) or no regular file (a FIFO): replaced below
         try:
             st = os.fstat(fd) if fd >= 0 else None
             if st is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:

@@ -17,7 +17,7 @@ from .layout import SPLITS, image_path, layout_folders
 from .lock import refuse_while_held
 from .normalize import is_normalized
 from .plan import select
-from .safefs import read_file
+from .safefs import read_file, scan
 from .store import MANIFEST, ManifestRow
 from .versions import METADATA_FILES, Version, get_version
 
@@ -263,11 +263,8 @@ def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
         folders |= set(SPLITS)  # hold only class folders
     problems = []
     for folder in sorted(folders):
-        try:
-            entries = sorted(os.scandir(root / folder), key=lambda e: e.name)
-        except OSError:
-            continue
-        for entry in entries:
+        # By name, never through a link leading outside DIR (scan gives [] for one).
+        for entry in sorted(scan(root, folder), key=lambda e: e.name):
             rel = f"{folder}/{entry.name}"
             if rel in expected or rel in folders or _os_litter(entry.name):
                 continue

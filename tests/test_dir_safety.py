@@ -87,10 +87,11 @@ def test_a_class_folder_linked_outside_is_refused(srv, synth, tmp_path, capsys, 
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
     (root / "train" / "male").symlink_to(outside)
-    before = snapshot(outside)
+    before, dir_before = snapshot(outside), snapshot(root)
     code, _, err = download(capsys, root, synth, "--layout", "gender")
     assert code == EXIT_USAGE and f"{root / 'train' / 'male'}" in err and len(err.strip().splitlines()) == 1
     assert snapshot(outside) == before
+    assert snapshot(root) == dir_before  # refused before the lock file or a metadata copy was written
     assert image_requests(srv) == []
 
 
@@ -392,3 +393,59 @@ def test_a_folder_squatting_one_image_fails_that_image_alone(srv, synth, tmp_pat
     code, _, err = download(capsys, root, synth)
     assert code == EXIT_OK, err
     assert not (root / "failures.csv").exists()
+
+
+def test_the_loaders_do_not_read_metadata_through_a_link_leading_outside(srv, synth, tmp_path, capsys, outside):
+    from kaokore.errors import MetadataError
+    from kaokore.index import read_index
+
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    forged = (root / "labels.csv").read_text().replace(",0,", ",1,")  # another user's labels
+    (outside / "labels.csv").write_text(forged)
+    (root / "labels.csv").unlink()
+    (root / "labels.csv").symlink_to(outside / "labels.csv")
+    with pytest.raises(MetadataError, match="symbolic link leading outside"):
+        read_index(root, "train", "gender")
+
+
+def test_verify_lists_no_file_of_a_folder_linked_outside(srv, synth, tmp_path, capsys, outside):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth, "--layout", "gender")[0] == EXIT_OK
+    for image in (root / "train" / "male").iterdir():
+        image.rename(outside / image.name)
+    (root / "train" / "male").rmdir()
+    (root / "train" / "male").symlink_to(outside)
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(root))
+    assert code == EXIT_INCOMPLETE
+    assert "thesis.txt" not in out and "stray" not in out  # nothing of the outside folder is listed
+    assert "missing" in out  # the images behind the link are not counted as DIR's
+
+
+@pytest.mark.parametrize("planted", ["kaokore.json", "manifest.csv", "labels.csv"])
+def test_a_fifo_planted_in_dir_hangs_nothing(srv, synth, tmp_path, capsys, planted):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    (root / planted).unlink()
+    os.mkfifo(root / planted)
+    for argv in (["verify", "--dir", str(root)], ["info", "--dir", str(root)]):
+        # A subprocess, so that a hang is a timeout here rather than a stuck test run.
+        done = subprocess.run([sys.executable, "-m", "kaokore", *argv], capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_folder_squatting_one_image_during_a_layout_switch_fails_that_image_alone(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    moving = next(i for i, (split, gender, _) in synth.labels.items() if i in synth.urls and gender == 1)
+    split = synth.labels[moving][0]
+    squatter = root / split / "female" / synth.name(moving)
+    squatter.mkdir(parents=True)
+
+    code, _, err = download(capsys, root, synth, "--layout", "gender")
+
+    assert code == EXIT_INCOMPLETE, err
+    failures = list(csv.DictReader(open(root / "failures.csv")))
+    assert [f["image"] for f in failures] == [synth.name(moving)]
+    assert json.loads((root / "kaokore.json").read_text())["layout"] == "gender"
+    assert "moved to the gender layout" in err.strip().splitlines()[-1]
