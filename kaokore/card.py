@@ -19,7 +19,7 @@ from .attributes import CLASSES as ATTRIBUTE_CLASSES
 from .describe import ATTRIBUTES_CSV, HF_METADATA, Present
 from .fingerprint import dataset_fingerprint
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED
-from .safefs import read_file, write_file
+from .safefs import read_file, update_file
 from .store import ManifestRow
 
 CARD = "README.md"
@@ -73,7 +73,7 @@ def write_card(root: Path, meta: md.Metadata, layout: str, present: Sequence[Pre
         The card cannot be written.
     """
     name = card_path(root)
-    write_file(root, name, dataset_card(meta, layout, present, rows, command, version).encode("utf-8"))
+    update_file(root, name, dataset_card(meta, layout, present, rows, command, version).encode("utf-8"))
     return name
 
 

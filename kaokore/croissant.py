@@ -24,7 +24,7 @@ from ._version import __version__
 from .attributes import CLASSES as ATTRIBUTE_CLASSES
 from .describe import ATTRIBUTES_CSV, Present, attributes_csv
 from .layout import FLAT_FOLDER, SPLITS
-from .safefs import write_file
+from .safefs import update_file
 
 CROISSANT = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
@@ -224,7 +224,7 @@ def write_croissant(root: Path, meta: md.Metadata, layout: str, present: Sequenc
         The file cannot be written.
     """
     doc = croissant(meta, layout, present, version)
-    write_file(root, CROISSANT, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    update_file(root, CROISSANT, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
 
 def _names(names: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from . import metadata as md
 from .attributes import ATTRIBUTE_NAMES, export_row
 from .errors import DirectoryError
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
-from .safefs import remove_file, remove_folder, scan, write_file
+from .safefs import remove_file, remove_folder, scan, update_file
 from .store import ManifestRow
 
 HF_METADATA = "metadata.jsonl"  # a name imagefolder looks for; verify and the loaders skip it
@@ -81,7 +81,7 @@ def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout
     root = Path(root)
     present = present_images(root, meta, layout)
     try:
-        write_file(root, ATTRIBUTES_CSV, attributes_csv(meta))
+        update_file(root, ATTRIBUTES_CSV, attributes_csv(meta))
         write_hf_metadata(root, meta, layout, present)
         write_croissant(root, meta, layout, present, version)
         write_card(root, meta, layout, present, list(rows), command, version)
@@ -222,7 +222,7 @@ def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Seque
     groups = hf_groups(meta, layout, present)
     for folder, rows in groups.items():
         text = "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows)
-        write_file(root, f"{folder}/{HF_METADATA}", text.encode("utf-8"))
+        update_file(root, f"{folder}/{HF_METADATA}", text.encode("utf-8"))
     keep = set(layout_folders(layout, meta.classes)) | {f.split("/")[0] for f in layout_folders(layout, meta.classes)}
     for folder in HF_FOLDERS:
         if folder in groups:

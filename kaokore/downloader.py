@@ -177,21 +177,28 @@ def download(
         meta = _load_metadata(found, version, session, options, policy, custom_files, metadata_url)
         # Class folders are known only now: a link among them is refused before anything is written.
         check_dir(root, any_layout_folders(meta.classes))
-        write_root_files(root, meta.files)
-
         selection = select(meta.items, splits, limit)
-        remove_temporaries(root, any_layout_folders(meta.classes))
-        plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
-                         note=lambda text: note(text, stream=stream, quiet=quiet, level=logging.INFO))
-        # Only now: the files are where this layout puts them, so the state may say so.
-        write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
-                    metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
-                    kaokore=__version__)
-        if plan.adopted or plan.relocated or plan.damaged:
-            # A checkpoint before the long part: an adopted file was normalized in place, and a
-            # rerun after a crash must not take the re-encoded bytes for the server's own.
-            write_manifest(root, plan.rows.values())
-        prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
+        summary = Summary(dir=str(root), dataset_version=version.name, layout=layout)
+        try:
+            write_root_files(root, meta.files)
+            remove_temporaries(root, any_layout_folders(meta.classes))
+            plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
+                             note=lambda text: note(text, stream=stream, quiet=quiet, level=logging.INFO))
+            # Only now: the files are where this layout puts them, so the state may say so.
+            write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
+                        metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
+                        kaokore=__version__)
+            if plan.adopted or plan.relocated or plan.damaged:
+                # A checkpoint before the long part: an adopted file was normalized in place, and a
+                # rerun after a crash must not take the re-encoded bytes for the server's own.
+                write_manifest(root, plan.rows.values())
+            prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
+        except StoreError as exc:
+            # The disk filled up (or turned read-only) before a single image was fetched: the same
+            # one line, summary and --json as when it happens midway; the manifest is as it was.
+            summary.total = summary.not_attempted = sum(1 for item in selection if item.url)
+            _show(summary, started, stream, quiet)
+            raise RunStopped(exc, summary) from None
         if plan.adopted:
             note(f"kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "
                  f"({plan.adopted_converted} normalized to 256x256 RGB from the file on disk)",
@@ -225,15 +232,19 @@ def download(
                                                                    metadata_dir))
             except DirectoryError as exc:  # the disk filled up at the last moment: still a summary
                 stopped = StoreError(str(exc))
-        summary.seconds = time.monotonic() - started
-        log.info(summary.line())
-        if not quiet:
-            print(summary.line(), file=stream, flush=True)
+        _show(summary, started, stream, quiet)
     if stopped is not None:
         raise RunStopped(stopped, summary)
     if summary.interrupted:
         raise Interrupted(summary)
     return summary
+
+
+def _show(summary: Summary, started: float, stream, quiet: bool) -> None:
+    summary.seconds = time.monotonic() - started
+    log.info(summary.line())
+    if not quiet:
+        print(summary.line(), file=stream, flush=True)
 
 
 class RunStopped(StoreError):

@@ -136,6 +136,19 @@ def _write_file(root: Pathish, rel: str, data: bytes, durable: bool) -> None:
             raise
 
 
+def update_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> bool:
+    """`write_file`, unless `rel` already holds exactly `data`; whether it wrote.
+
+    A rerun of a complete tree rewrites nothing, so it also completes on a full disk."""
+    try:
+        if read_file(root, rel) == data:
+            return False
+    except OSError:
+        pass  # absent, a link leading outside, not a regular file: written (replaced) below
+    write_file(root, rel, data, durable)
+    return True
+
+
 def read_file(root: Pathish, rel: str) -> bytes:
     """The bytes of `rel` under DIR; OSError (ELOOP) if it leads outside DIR."""
     with open_file(root, rel) as f:
@@ -319,4 +332,5 @@ def _first_link_out(root: Pathish, rel: str) -> str:
 
 
 __all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "check_dir", "inside", "make_folder", "move_file",
+           "update_file",
            "open_fd", "open_file", "read_file", "remove_file", "remove_folder", "same_file", "scan", "write_file"]

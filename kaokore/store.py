@@ -33,6 +33,7 @@ from .safefs import (
     read_file,
     remove_file,
     scan,
+    update_file,
     write_file,
 )
 from .versions import METADATA_FILES
@@ -259,7 +260,7 @@ def write_failures(root: Path, failures: Iterable) -> None:
 
 def _write_bookkeeping(root: Path, name: str, data: bytes) -> None:
     try:
-        write_file(root, name, data, durable=True)
+        update_file(root, name, data, durable=True)
     except OSError as exc:
         raise StoreError(f"cannot write {str(Path(root) / name)!r}: {exc.strerror or exc}") from None
 
@@ -347,12 +348,7 @@ def write_root_files(root: Path, metadata_files: Mapping[str, bytes]) -> None:
     """Byte-exact metadata copies and the provider list, which the data's terms require alongside it."""
     for name, data in {**metadata_files, CONTENT_PROVIDERS: content_providers()}.items():
         try:
-            if read_file(root, name) == data:
-                continue
-        except OSError:
-            pass
-        try:
-            write_file(root, name, data)
+            update_file(root, name, data)
         except OSError as exc:
             raise StoreError(f"cannot write {str(Path(root) / name)!r}: {exc.strerror or exc}") from None
 
@@ -387,7 +383,9 @@ def prepare_folders(root: Path, folders: Iterable[str]) -> None:
             make_folder(root, folder)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise DirectoryError(f"cannot create {str(root / folder)!r}: {reason}") from None
+            # A full disk stops the run with its summary; a folder that cannot exist is DIR's problem.
+            kind = StoreError if exc.errno in DISK_ERRNOS else DirectoryError
+            raise kind(f"cannot create {str(root / folder)!r}: {reason}") from None
 
 
 def write_state(root: Path, **state) -> None:

@@ -449,3 +449,35 @@ def test_a_folder_squatting_one_image_during_a_layout_switch_fails_that_image_al
     assert [f["image"] for f in failures] == [synth.name(moving)]
     assert json.loads((root / "kaokore.json").read_text())["layout"] == "gender"
     assert "moved to the gender layout" in err.strip().splitlines()[-1]
+
+
+def _disk_full(monkeypatch) -> None:
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safefs, "_write_file", full)
+
+
+def test_a_complete_tree_reruns_on_a_full_disk_writing_nothing(srv, synth, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "data"
+    assert download(capsys, root, synth)[0] == EXIT_OK
+    before = snapshot(root)
+    srv.reset_stats()
+    _disk_full(monkeypatch)
+    code, _, err = download(capsys, root, synth)
+    assert code == EXIT_OK, err
+    assert image_requests(srv) == [] and snapshot(root) == before
+
+
+def test_a_disk_full_before_any_image_still_gives_a_summary_and_json(srv, synth, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "data"
+    _disk_full(monkeypatch)
+    code, out, err = download(capsys, root, synth, "--json")
+    lines = err.strip().splitlines()
+    assert code == EXIT_USAGE
+    assert lines[-1].startswith("kaokore: error: cannot write") and "No space left" in lines[-1]
+    assert lines[-2].startswith("kaokore 1.0: INCOMPLETE") and "not attempted" in lines[-2]
+    doc = json.loads(out)
+    assert doc["exit_status"] == EXIT_USAGE and "No space left" in doc["error"]
+    assert doc["not_attempted"] == len(synth.urls) and doc["downloaded"] == 0
+    assert image_requests(srv) == []
