@@ -123,7 +123,7 @@ def run(kind: str, fault: Fault | None, delay: float, failing_images: int, other
             err = io.StringIO()
             started = time.monotonic()
             try:
-                summary = kaokore.download(tmp / "data", metadata_dir=tmp / "metadata", verify=ca, stream=err,
+                summary = kaokore.download(tmp / "data", metadata_dir=tmp / "metadata", verify=ca or True, stream=err,
                                            quiet=True)
             finally:
                 for k, v in saved.items():
