@@ -109,11 +109,6 @@ class Attributes:
     iiif_service: str = ""  # the IIIF Image API URL of the page the face is cut from
     iiif_region: str = ""  # the region of that page, as in the image URL (x,y,w,h)
 
-    @property
-    def source_url(self) -> str:
-        """A resolvable URL for the source book, when its id is a DOI."""
-        return f"https://doi.org/{self.source_id}" if self.source_id_type == "doi" else ""
-
     def as_dict(self) -> dict:
         """Plain values (tags as a list) for JSON, CSV and the loaders."""
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}

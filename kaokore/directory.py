@@ -187,32 +187,38 @@ def _scan_images(root: Path) -> set[str]:
 
 
 def _identify(files: Mapping[str, bytes], state: Mapping) -> tuple[Version | None, str]:
-    """The version DIR holds, judged by its files' pins first and its state file second."""
-    pinned_as: dict[str, str] = {}
+    """The version DIR holds, judged by its files' pins first and its state file second.
+
+    urls.txt decides which image N is: when DIR has one that matches no pin (the user's own,
+    from --metadata-dir), the pins of its other files say nothing about its images.
+    """
+    pinned_as: dict[str, set[str]] = {}  # file -> the versions whose pin it matches
     for name in IDENTIFYING_FILES:
         if name in files:
             digest = md.sha256(files[name])
-            for version in versions.VERSIONS.values():
-                if version.sha256[name] == digest:
-                    pinned_as[name] = version.name
+            pinned_as[name] = {v.name for v in versions.VERSIONS.values() if v.sha256[name] == digest}
     said = state.get("dataset_version") if state.get("dataset_version") in versions.VERSIONS else None
-    names = set(pinned_as.values())
-    if len(names) > 1:
-        parts = ", ".join(f"{n} is {v}'s" for n, v in pinned_as.items())
-        return None, f"its metadata files belong to different versions ({parts})"
-    if names:
-        (name,) = names
-        source = next(n for n in IDENTIFYING_FILES if n in pinned_as)
-        if said and said != name:
+    own_urls = "urls.txt" in pinned_as and not pinned_as["urls.txt"]
+    matched = {n: vs for n, vs in pinned_as.items() if vs}
+    if matched and not own_urls:
+        common = set.intersection(*matched.values())
+        if not common:
+            parts = ", ".join(f"{n} is {' or '.join(sorted(vs))}'s" for n, vs in matched.items())
+            return None, f"its metadata files belong to different versions ({parts})"
+        source = next(n for n in IDENTIFYING_FILES if n in matched)
+        name = said if said in common else sorted(common)[0]
+        if said and said not in common:
             return None, f"kaokore.json says {said} but {source} is {name}'s"
         return versions.VERSIONS[name], f"{source} is the pinned copy of {name}"
     if said:
         recorded = state.get("metadata_sha256") or {}
-        changed = "urls.txt" in files and recorded.get("urls.txt") != md.sha256(files["urls.txt"])
-        if isinstance(recorded, dict) and changed:
+        # kaokore.json written before the digests were recorded trusts the urls.txt it sits with.
+        if own_urls and "urls.txt" in recorded and recorded["urls.txt"] != md.sha256(files["urls.txt"]):
             return None, f"kaokore.json says {said}, but urls.txt has changed since it was written"
         # Custom metadata (--metadata-dir), or pinned copies since deleted or edited: the state is our record.
         return versions.VERSIONS[said], f"kaokore.json says {said}"
+    if own_urls:
+        return None, "its urls.txt matches no pinned version and it has no kaokore.json"
     if not files:
         return None, "it has no metadata files (labels.csv, urls.txt, ...) and no kaokore.json"
     return None, "none of its metadata files matches a pinned version and it has no kaokore.json"
@@ -304,15 +310,13 @@ def resolve(d: DatasetDir, dataset_version: str | Version | None, layout: str | 
             raise UsageError(f"{where} holds KaoKore {d.version.name} ({d.evidence}), not {requested}; "
                              f"use another --dir for {requested}")
         version = named(d.version.name)
-        # With the user's own metadata, a file with no row is this version's image N only
-        # if the metadata is the one DIR was made with.
-        adopt = custom_files is None or _same_urls(d, custom_files)
+        adopt = _may_adopt(d, version, custom_files)
     elif d.holds_images:
         if requested is None:
             raise UsageError(f"cannot tell which KaoKore version {where} holds ({d.evidence}); "
                              f"pass --dataset_version")
         version = named(requested)
-        adopt = True  # the user has said which version the images are
+        adopt = _may_adopt(d, version, custom_files)  # the user has said which version the images are
     else:
         version = named(requested or DEFAULT_VERSION)
         adopt = False  # nothing to adopt
@@ -328,10 +332,15 @@ def _custom_version(files: Mapping[str, bytes] | None) -> Version | None:
     return next((v for v in versions.VERSIONS.values() if v.sha256["urls.txt"] == digest), None)
 
 
-def _same_urls(d: DatasetDir, files: Mapping[str, bytes]) -> bool:
+def _may_adopt(d: DatasetDir, version: Version, custom_files: Mapping[str, bytes] | None) -> bool:
+    """Whether a file with no manifest row may be kept as image N: only if the urls.txt this run
+    numbers images by (the user's own, or `version`'s pinned one) is the one DIR's images came from."""
+    digest = md.sha256(custom_files["urls.txt"]) if custom_files is not None else version.sha256["urls.txt"]
     if "urls.txt" in d.files:
-        return d.files["urls.txt"] == files.get("urls.txt")
-    return d.version is not None and md.sha256(files.get("urls.txt", b"")) == d.version.sha256["urls.txt"]
+        return md.sha256(d.files["urls.txt"]) == digest
+    if d.version is not None:  # recognised without a urls.txt (upstream's tree): by its pins
+        return digest == d.version.sha256["urls.txt"]
+    return True  # nothing in DIR says otherwise, and the user has named the version
 
 
 # ---- reading a complete tree (verify, info, preview) ---------------------------------------------

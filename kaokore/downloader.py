@@ -1,7 +1,8 @@
 """`kaokore.download`: the whole run, from pinned metadata to a verified tree on disk.
 
 This module only sequences the stages; each stage lives in its own module:
-versions -> metadata -> plan -> fetch -> normalize -> store -> report.
+versions -> metadata -> directory (what DIR holds) -> plan -> fetch (scheduler) -> normalize
+-> store -> report, and last describe (what DIR says about itself to other tools).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .report import Summary, log, note
 from .safefs import check_dir
 from .session import HttpOptions, make_session
 from .store import (
+    Journal,
     StoreError,
     exclusive,
     prepare_folders,
@@ -182,8 +184,13 @@ def download(
         try:
             write_root_files(root, meta.files)
             remove_temporaries(root, any_layout_folders(meta.classes))
-            plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
-                             note=lambda text: note(text, stream=stream, quiet=quiet, level=logging.INFO))
+            journal = Journal(root)
+            try:
+                plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
+                                 note=lambda text: note(text, stream=stream, quiet=quiet, level=logging.INFO),
+                                 record=lambda row: (journal.append(row), journal.flush()))
+            finally:
+                journal.close()
             # Only now: the files are where this layout puts them, so the state may say so.
             write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
                         metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
@@ -193,11 +200,14 @@ def download(
                 # rerun after a crash must not take the re-encoded bytes for the server's own.
                 write_manifest(root, plan.rows.values())
             prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
-        except StoreError as exc:
-            # The disk filled up (or turned read-only) before a single image was fetched: the same
-            # one line, summary and --json as when it happens midway; the manifest is as it was.
+        except (StoreError, KeyboardInterrupt) as exc:
+            # The disk filled up (or turned read-only), or Ctrl-C, before a single image was fetched:
+            # the same summary and --json as midway. What was adopted so far is in the journal.
             summary.total = summary.not_attempted = sum(1 for item in selection if item.url)
+            summary.interrupted = isinstance(exc, KeyboardInterrupt)
             _show(summary, started, stream, quiet)
+            if summary.interrupted:
+                raise Interrupted(summary) from None
             raise RunStopped(exc, summary) from None
         if plan.adopted:
             note(f"kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "

@@ -181,7 +181,7 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     layout : str
         Recorded in each manifest row.
     quiet : bool
-        No progress display (notes about given-up hosts are still shown).
+        No progress display and no notes on `stream`; notes about given-up hosts are still logged.
     stream : TextIO
         Where progress and notes go.
 

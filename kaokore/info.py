@@ -72,7 +72,8 @@ class DatasetInfo:
         "split", "flat", "gender" or "status".
     metadata : str
         "pinned" (byte for byte the pinned files), "custom" (downloaded from
-        ``--metadata-dir``) or "altered" (neither: run `kaokore verify`).
+        ``--metadata-dir``), "altered" (neither: run `kaokore verify`) or "unknown" (the files
+        contradict each other or kaokore.json).
     classes : dict of str to list of str
         The class names of "gender" and "status", in label order.
     expected : int
@@ -203,9 +204,12 @@ def _identify(tree: Tree) -> tuple[str, str]:
     """The version DIR holds, and whether its metadata is the pinned files, a custom set or altered."""
     if tree.dir.pinned:
         return tree.version.name, "pinned"
-    name = tree.version.name if tree.version else str(tree.state.get("dataset_version") or "unknown")
+    if tree.version is None:
+        # The directory model cannot tell (its files contradict each other or kaokore.json): say so,
+        # as download and verify do, rather than repeat what one of the files claims.
+        return "unknown", "unknown"
     # Downloaded with --metadata-dir: there is no pin to hold it to, as `verify` also reasons.
-    return name, "custom" if tree.state.get("metadata_pinned") is False else "altered"
+    return tree.version.name, "custom" if tree.state.get("metadata_pinned") is False else "altered"
 
 
 def _table(items: list[md.Item], category: str, classes) -> Table:
@@ -242,6 +246,7 @@ def format_info(info: DatasetInfo) -> str:
     pin = {
         "pinned": f"metadata: the pinned {info.dataset_version} files",
         "custom": "metadata: your own (--metadata-dir), not pinned",
+        "unknown": "metadata: of no version kaokore can tell, run `kaokore verify`",
     }.get(info.metadata, "metadata: NOT the pinned files, run `kaokore verify`")
     lines = [f"KaoKore {info.dataset_version} in {info.dir} ({info.layout} layout; {pin})", ""]
 

@@ -10,6 +10,7 @@ name.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -67,12 +68,15 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
 
 
 def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequence[Item],
-              force: bool = False, adopt: bool = False, note: Callable[[str], None] | None = None) -> Plan:
+              force: bool = False, adopt: bool = False, note: Callable[[str], None] | None = None,
+              record: Callable[[ManifestRow], None] | None = None) -> Plan:
     """Bring what DIR holds into `layout` and list what is left to fetch.
 
     `adopt` says whether a file with no manifest row may be kept as the image of its
     number: only when DIR's version is positively known, since image N of one version
-    is not image N of another.
+    is not image N of another. `record` receives each adopted file's row as soon as it
+    is final (the run's journal), since a file normalized in place no longer shows that
+    it was re-encoded: a run killed before its manifest must not lose that.
     """
     root = d.root
     plan = Plan()
@@ -89,7 +93,7 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             continue
         if row is not None and row.url != item.url:
             # The file is the image of another URL (the metadata changed): never keep it under this name.
-            remove_file(root, found.rel)
+            _discard(root, found.rel)
             plan.damaged.append(item.name)
             continue
         if found.rel != target:
@@ -104,19 +108,20 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             plan.rows[item.name] = good
         elif item.index in selected:
             # Deleted before the refetch, so a failed refetch leaves it absent, never damaged.
-            remove_file(root, target)
+            _discard(root, target)
             plan.damaged.append(item.name)
         # A damaged image with a row outside the selection is left for `verify` to report.
     if adopt and len(unknown) > 100 and note is not None:
         note(f"reading {len(unknown)} images in {root} that have no manifest row (once)")
-    for (item, target), good in zip(unknown, _adopt_all(root, unknown, layout) if adopt else repeat(None)):
+    adopted = _adopt_all(root, unknown, layout, record) if adopt else repeat(None)
+    for (item, target), good in zip(unknown, adopted):
         if good is not None:
             plan.rows[item.name] = good
             plan.adopted += 1
             plan.adopted_converted += bool(good.converted)
         else:
             # Not known to be this version's image N, or not an image: it must not stay under this name.
-            remove_file(root, target)
+            _discard(root, target)
             plan.damaged.append(item.name)
     for item in selection:
         if not item.url:
@@ -130,13 +135,34 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
     return plan
 
 
-def _adopt_all(root: Path, unknown: list[tuple[Item, str]], layout: str) -> list[ManifestRow | None]:
+def _adopt_all(root: Path, unknown: list[tuple[Item, str]], layout: str,
+               record: Callable[[ManifestRow], None] | None) -> list[ManifestRow | None]:
     """Adopt files in parallel: a whole upstream tree is ~10,000 decodes and ~2,000 re-encodes,
     and Pillow releases the GIL while it decodes and encodes."""
+    lock = threading.Lock()
+
+    def one(job: tuple[Item, str]) -> ManifestRow | None:
+        row = _adopt(root, job[0], job[1], layout)
+        if row is not None and record is not None:
+            with lock:
+                record(row)
+        return row
+
     if len(unknown) < 2:
-        return [_adopt(root, item, rel, layout) for item, rel in unknown]
+        return [one(job) for job in unknown]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda job: _adopt(root, job[0], job[1], layout), unknown))
+        return list(pool.map(one, unknown))
+
+
+def _discard(root: Path, rel: str) -> None:
+    """Delete a file that must not stay under an image's name. One that cannot be deleted (say,
+    immutable) is left for the fetch to replace, or to fail that image alone; a disk-wide error
+    stops the run."""
+    try:
+        remove_file(root, rel)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise StoreError(f"cannot remove {str(root / rel)!r}: {exc.strerror or exc}") from None
 
 
 def _check(root: Path, row: ManifestRow, rel: str, layout: str) -> ManifestRow | None:

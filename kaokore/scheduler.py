@@ -206,6 +206,7 @@ class _Host:
     streak: int = 0  # failed attempts
     strain: int = 0  # of those, answers that cost the server work; each halves the host's slots
     failing: set = field(default_factory=set)  # distinct images (429/503 aside: they have `overloads`)
+    failing_pages: set = field(default_factory=set)  # their IIIF images (pages): the next probe avoids them
     errors: Counter = field(default_factory=Counter)  # what the failures said
     troubles: set = field(default_factory=set)
     # Could not even connect, since the last answer of any kind: a dead host even after a good start.
@@ -219,6 +220,21 @@ class _Host:
 
     def remaining(self) -> int:
         return len(self.pending) + len(self.delayed) + self.in_flight
+
+
+def _page(task: Task) -> str:
+    """The IIIF image (a page of a scroll or book) a face is cut from: the URL less region/size/rotation/quality."""
+    return task.item.url.rsplit("/", 4)[0]
+
+
+def _probe(host: _Host) -> Task:
+    """The next fresh image of a failing host, from a page that has not failed: the faces of one
+    broken page follow each other in urls.txt, and probing them would blame the host for the page."""
+    for i, task in enumerate(host.pending):
+        if _page(task) not in host.failing_pages:
+            del host.pending[i]
+            return task
+    return host.pending.popleft()
 
 
 class HostScheduler:
@@ -310,6 +326,8 @@ class HostScheduler:
         suspect = bool(best.failing or best.refused) and bool(best.pending)
         if best.delayed and best.delayed[0][0] <= now and not suspect:
             task = heapq.heappop(best.delayed)[2]
+        elif suspect:
+            task = _probe(best)
         else:
             task = best.pending.popleft()
         best.in_flight += 1
@@ -323,6 +341,7 @@ class HostScheduler:
             host.paused_until = host.asked_until  # our own caution ends with an image; the server's request stands
             host.streak = host.strain = host.overloads = 0
             host.failing.clear()
+            host.failing_pages.clear()
             host.refused.clear()
             host.errors.clear()
             host.troubles.clear()
@@ -346,6 +365,7 @@ class HostScheduler:
             host.overloads += 1
         else:
             host.failing.add(task.item.name)
+            host.failing_pages.add(_page(task))
             host.errors[attempt.error] += 1
         # Without this, fresh images would keep refilling the slots of a host whose images all
         # back off. A refusal costs the server nothing, and pausing would only slow telling a dead host.
@@ -406,7 +426,7 @@ class HostScheduler:
 
     def _kill(self, name: str, host: _Host, reason: str) -> None:
         host.dead = reason
-        never_tried = len(host.pending)
+        never_tried = sum(1 for t in host.pending if t.attempts == 0)  # not those queued for another round
         left = list(host.pending) + [entry[2] for entry in host.delayed]
         host.pending.clear()
         host.delayed.clear()

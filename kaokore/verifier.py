@@ -13,7 +13,7 @@ from .describe import HF_METADATA
 from .directory import open_tree
 from .errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
 from .fingerprint import dataset_fingerprint
-from .layout import SPLITS, image_path, layout_folders
+from .layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
 from .lock import refuse_while_held
 from .normalize import is_normalized
 from .plan import select
@@ -271,6 +271,13 @@ def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
             if entry.name == HF_METADATA and "/" not in folder:
                 continue  # kaokore's own: what `datasets` reads in place of folder-name labels
             problems.append(Problem(rel, "stray", "not part of the dataset in this layout"))
+    # A top folder this layout does not use (images_256/ beside a split tree, say) may hold a second
+    # copy of every image: nothing reads it, and it is worth knowing before it is shared.
+    for top in sorted(set(TOP_FOLDERS) - {f.split("/")[0] for f in folders}):
+        images = sum(1 for e in scan(root, top) if md.IMAGE_NAME.fullmatch(e.name))
+        if images:
+            problems.append(Problem(top, "stray", f"holds {images} images outside the {layout} layout "
+                                                  "(another layout's or another tool's copies; never read)"))
     return problems
 
 

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -282,3 +283,73 @@ def test_every_reader_sees_the_layout_the_download_keeps(two, srv, tmp_path, lay
     srv.reset_stats()
     again = kaokore.download(root, quiet=True)
     assert again.layout == layout and again.downloaded == 0 and srv.requests() == 0
+
+
+def test_ctrl_c_while_adopting_keeps_the_record_of_what_was_re_encoded(two, srv, tmp_path, monkeypatch):
+    import kaokore.plan as plan
+
+    root = two.upstream_tree(tmp_path / "up", "1.3", range(N))
+    real = plan._adopt
+
+    def adopt(root_, item, rel, layout):
+        if item.index == KEIO_200[1]:
+            raise KeyboardInterrupt  # Ctrl-C arrives while the upstream tree is being read
+        return real(root_, item, rel, layout)
+
+    monkeypatch.setattr(plan, "_adopt", adopt)
+    with pytest.raises(kaokore.Interrupted) as stopped:
+        kaokore.download(root, quiet=True)
+    assert stopped.value.summary.interrupted
+    monkeypatch.setattr(plan, "_adopt", real)
+    assert kaokore.download(root, quiet=True).exit_status == 0
+    row = manifest(root)[f"{KEIO_200[0]:08d}.jpg"]  # re-encoded in place before the interrupt
+    assert (row["converted"], row["source_width"], row["origin"]) == ("true", "200", "adopted")
+
+
+def test_files_numbered_by_the_users_own_urls_are_not_adopted_as_the_pinned_versions(two, srv, tmp_path):
+    # Made from --metadata-dir with 1.0's pinned labels but the user's own urls.txt; manifest lost.
+    root = tmp_path / "data"
+    custom = tmp_path / "own"
+    files = dict(two.files["1.0"])
+    files["urls.txt"] = two.files["1.3"]["urls.txt"]  # other faces behind the same numbers
+    write_files(custom, files)
+    kaokore.download(root, metadata_dir=custom, quiet=True)
+    (root / "manifest.csv").unlink()
+    srv.reset_stats()
+    summary = kaokore.download(root, dataset_version="1.0", quiet=True)  # now the pinned 1.0
+    assert summary.adopted == 0 and summary.downloaded == len(two.urls["1.0"])
+    for url in two.urls["1.0"].values():
+        assert srv.requests(url) == 1
+
+
+def test_a_tree_from_before_the_digests_were_recorded_is_still_recognised(two, srv, tmp_path):
+    root = tmp_path / "data"
+    custom = tmp_path / "own"
+    files = dict(two.files["1.0"])
+    files["urls.txt"] += b"\n"  # the user's own urls.txt: matches no pin
+    write_files(custom, files)
+    kaokore.download(root, metadata_dir=custom, quiet=True)
+    state = json.loads((root / "kaokore.json").read_text())
+    del state["metadata_sha256"]  # as the previous kaokore wrote it
+    (root / "kaokore.json").write_text(json.dumps(state))
+    assert inspect(root).version.name == "1.0"
+    assert kaokore.download(root, metadata_dir=custom, quiet=True).exit_status == 0
+
+
+def test_info_says_unknown_when_the_files_contradict_kaokore_json(two, srv, tmp_path):
+    from kaokore.info import dataset_info
+
+    root = tmp_path / "data"
+    kaokore.download(root, dataset_version="1.0", quiet=True)
+    state = json.loads((root / "kaokore.json").read_text())
+    (root / "kaokore.json").write_text(json.dumps({**state, "dataset_version": "1.3"}))
+    info = dataset_info(root)
+    assert (info.dataset_version, info.metadata) == ("unknown", "unknown")
+
+
+def test_verify_reports_a_second_copy_in_another_layouts_folder(two, srv, tmp_path):
+    root = tmp_path / "data"
+    kaokore.download(root, dataset_version="1.0", quiet=True)
+    shutil.copytree(root / "train", root / "images_256")  # upstream's script run into the same DIR
+    report = kaokore.verify(root)
+    assert [(p.where, p.kind) for p in report.problems] == [("images_256", "stray")]

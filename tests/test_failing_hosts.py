@@ -154,3 +154,24 @@ def test_a_host_the_proxy_cannot_reach_is_named_as_such_and_given_up(pki, tmp_pa
         assert_only_the_failing_host_lost(srv, synth, root, summary, FAILING,
                                           f"proxy could not reach {failing}: 502 Bad Gateway")
         assert not any("Unable to connect to proxy" in f.error for f in summary.failures)
+
+
+def test_one_broken_page_on_a_live_host_fails_its_faces_not_the_host(srv, tmp_path):
+    """30 faces in a row cut from one page whose source is broken (500 for every crop): those
+    faces fail, the host is not given up, and every other image of the host arrives."""
+    synth = make_synthetic(srv, tmp_path, n=120, blank=(), unlabeled=())
+    broken = range(40, 70)
+    urls = {}
+    for i in range(120):
+        page = "book0/broken.tif" if i in broken else f"book0/page{i}.tif"
+        urls[i] = srv.url(0, page, region=f"{10 * i},{20 + i},300,300")
+        if i in broken:
+            srv.inject(urls[i], Fault.S500)
+    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(120)).encode())
+    root = tmp_path / "data"
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
+    assert summary.exit_status == EXIT_INCOMPLETE
+    # Once only the broken page's retries are left the host may be given up: they are all that fails.
+    assert sorted(failures(root)) == [synth.name(i) for i in broken]
+    files = image_files(root)
+    assert all(files[synth.name(i)].read_bytes() == srv.expected_bytes(urls[i]) for i in range(120) if i not in broken)
