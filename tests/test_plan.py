@@ -124,3 +124,30 @@ def test_a_limited_selection_plans_only_its_images_but_keeps_every_good_row(tmp_
     write_manifest(tmp_path, [row_for(m, 7, data, "split")])
     plan = make_plan(inspect(tmp_path), m, "split", select(m.items, limit=2))
     assert [i.index for i, _ in plan.fetch] == [0, 1] and "00000007.jpg" in plan.rows and plan.total == 2
+
+
+def test_a_damaged_file_that_cannot_be_deleted_is_left_to_the_fetch_not_a_crash(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    import kaokore.plan as plan_module
+    from kaokore.store import StoreError
+
+    m = meta()
+    put(tmp_path, "train/00000000.jpg", jpeg((0, 0, 255)))
+    write_manifest(tmp_path, [row_for(m, 0, jpeg(), "split")])
+
+    def immutable(root, rel):
+        raise PermissionError(errno.EPERM, "Operation not permitted", rel)
+
+    monkeypatch.setattr(plan_module, "remove_file", immutable)
+    plan = make_plan(inspect(tmp_path), m, "split", select(m.items), adopt=True)
+    assert plan.damaged == ["00000000.jpg"] and "00000000.jpg" in {i.name for i, _ in plan.fetch}
+
+    def full(root, rel):
+        raise OSError(errno.EROFS, "Read-only file system", rel)
+
+    monkeypatch.setattr(plan_module, "remove_file", full)
+    with pytest.raises(StoreError, match="Read-only"):
+        make_plan(inspect(tmp_path), m, "split", select(m.items), adopt=True)
