@@ -210,7 +210,7 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
             report.problems.append(problem)
         else:
             report.intact += 1
-    report.problems.extend(_strays(root, layout, meta))
+    report.problems.extend(_strays(root, layout, meta, tree.dir.image_files))
     report.fingerprint = dataset_fingerprint(rows.values())
     return report
 
@@ -255,8 +255,9 @@ def _os_litter(name: str) -> bool:
     return name in (".DS_Store", "Thumbs.db", "desktop.ini") or name.startswith("._")
 
 
-def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
-    """Files in the image folders that the version does not list there."""
+def _strays(root: Path, layout: str, meta: md.Metadata, image_files: frozenset[str]) -> list[Problem]:
+    """Files in the image folders that the version does not list there; `image_files` is every
+    image `inspect` found, in any layout's folders."""
     expected = {image_path(i, layout, meta.classes) for i in meta.downloadable}
     folders = set(layout_folders(layout, meta.classes))
     if layout in ("gender", "status"):
@@ -273,8 +274,10 @@ def _strays(root: Path, layout: str, meta: md.Metadata) -> list[Problem]:
             problems.append(Problem(rel, "stray", "not part of the dataset in this layout"))
     # A top folder this layout does not use (images_256/ beside a split tree, say) may hold a second
     # copy of every image: nothing reads it, and it is worth knowing before it is shared.
-    for top in sorted(set(TOP_FOLDERS) - {f.split("/")[0] for f in folders}):
-        images = sum(1 for e in scan(root, top) if md.IMAGE_NAME.fullmatch(e.name))
+    unused = set(TOP_FOLDERS) - {f.split("/")[0] for f in folders}
+    elsewhere = Counter(rel.split("/")[0] for rel in image_files if rel.count("/") == 1)
+    for top in sorted(unused):
+        images = elsewhere[top]
         if images:
             problems.append(Problem(top, "stray", f"holds {images} images outside the {layout} layout "
                                                   "(another layout's or another tool's copies; never read)"))
