@@ -22,8 +22,8 @@ from .errors import UsageError
 from .layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
 from .metadata import Item, Metadata, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize_found
-from .safefs import move_file, read_file, remove_file, remove_folder, write_file
-from .store import DISK_ERRNOS, ManifestRow, StoreError, file_sha256
+from .safefs import move_file, read_file, remove_file, remove_folder
+from .store import DISK_ERRNOS, ManifestRow, PathError, StoreError, file_sha256, write_image
 
 
 @dataclass
@@ -186,9 +186,11 @@ def _adopt(root: Path, item: Item, rel: str, layout: str) -> ManifestRow | None:
         return None
     if image.converted and image.data != data:
         try:
-            write_file(root, rel, image.data)
-        except OSError as exc:
-            raise StoreError(f"cannot rewrite {str(root / rel)!r}: {exc.strerror or exc}") from None
+            # The image write's own rule: a disk-wide error stops the run (StoreError), one of
+            # this path alone leaves the image to be fetched, where it fails by itself.
+            write_image(root / rel, rel, image.data)
+        except PathError:
+            return None
     return ManifestRow(item.name, rel, item.url, sha256(image.data), len(image.data), image.source_width,
                        image.source_height, image.source_mode, image.converted, layout, origin="adopted")
 

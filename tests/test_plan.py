@@ -151,3 +151,19 @@ def test_a_damaged_file_that_cannot_be_deleted_is_left_to_the_fetch_not_a_crash(
     monkeypatch.setattr(plan_module, "remove_file", full)
     with pytest.raises(StoreError, match="Read-only"):
         make_plan(inspect(tmp_path), m, "split", select(m.items), adopt=True)
+
+
+def test_a_200px_file_that_cannot_be_rewritten_in_place_is_fetched_not_a_stopped_run(tmp_path, monkeypatch):
+    import kaokore.plan as plan_module
+    from kaokore.store import PathError
+
+    m = meta()
+    put(tmp_path, "images_256/00000002.jpg", jpeg(size=(200, 200)))
+
+    def squatted(path, rel, data):
+        raise PathError(f"cannot write {rel}: Is a directory")
+
+    monkeypatch.setattr(plan_module, "write_image", squatted)
+    plan = make_plan(inspect(tmp_path), m, "flat", select(m.items), adopt=True)
+    assert plan.adopted == 0 and plan.damaged == ["00000002.jpg"]
+    assert "00000002.jpg" in {i.name for i, _ in plan.fetch}
