@@ -75,7 +75,10 @@ class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
     S500 = "s500"
     S502 = "s502"
     S504 = "s504"
+    S400 = "s400"
+    S403 = "s403"  # refused: a firewall, a proxy or a blocked user agent
     S404 = "s404"
+    S410 = "s410"  # gone: the URL moved for good
     RESET = "reset"  # the connection is dropped with a TCP RST instead of an answer
     CUT = "cut"  # the request is read, then the connection closed without an answer
     TRUNCATED = "truncated"
@@ -294,8 +297,14 @@ def _instant_fault_reply(fault: Fault, self_url: str) -> _Reply | None:
         return _text(502, "Bad Gateway")
     if fault is Fault.S504:
         return _text(504, "Gateway Timeout")
+    if fault is Fault.S400:
+        return _text(400, "Bad Request")
+    if fault is Fault.S403:
+        return _text(403, "Forbidden", content_type="text/html")
     if fault is Fault.S404:
         return _text(404, "Not Found", content_type=None)
+    if fault is Fault.S410:
+        return _text(410, "Gone")
     if fault is Fault.HTML200:
         return _Reply(200, HTML_BODY, "text/html; charset=utf-8")
     if fault is Fault.GARBAGE200:

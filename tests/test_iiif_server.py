@@ -302,7 +302,11 @@ def test_many_clients_many_urls_all_hosts(srv):
         (Fault.S500, 500, "text/plain", None),
         (Fault.S502, 502, "text/plain", None),
         (Fault.S504, 504, "text/plain", None),
+        (Fault.S400, 400, "text/plain", None),
+        (Fault.S403, 403, "text/html", None),
         (Fault.S404, 404, None, None),
+        (Fault.S410, 410, "text/plain", None),
+        (Fault.S503_RETRY_AFTER, 503, "text/plain", "5"),
     ],
 )
 def test_status_faults(srv, fault, status, content_type, retry_after):
