@@ -16,6 +16,14 @@ Whole hosts can misbehave too: ``fail_host(i, Fault.S500)`` (every image request
 (connections refused), and ``proxy_url`` is a forward proxy in front of all of
 them whose tunnels to a host can be refused (``refuse_tunnels(i)``).
 
+Some faults answer wrongly rather than fail: ``Fault.PLACEHOLDER`` sends one and the
+same valid 256x256 JPEG for every image (``srv.placeholder_bytes``), as servers and CDNs
+do for a missing image; ``HUGE_BODY`` and ``HUGE_BODY_NO_LENGTH`` send
+``srv.huge_body_size`` bytes with and without a Content-Length; ``GZIP_BOMB`` sends a
+gzip body inflating to ``srv.gzip_bomb_size`` bytes; ``BAD_GZIP`` says gzip and is not.
+``redirect(url, location)`` moves an image for good (a 301 every time), and
+``COOKIE_CHECK`` sends a client without its cookie back to the same URL with the cookie.
+
 URLs given to ``inject``/``requests``/``expected_bytes`` may be full URLs (they
 then apply to that host only) or bare paths (they apply to every host).  Paths
 are compared percent-decoded and without the query string, so a client that
@@ -25,6 +33,7 @@ quotes ``/`` as ``%2F`` inside identifiers is still counted against the same URL
 from __future__ import annotations
 
 import collections
+import gzip
 import hashlib
 import http.client
 import io
@@ -46,11 +55,14 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image, ImageDraw
 
-__all__ = ["FakeIIIF", "Fault", "PAGE_SIZE", "HUGE_BODY_SIZE"]
+__all__ = ["FakeIIIF", "Fault", "PAGE_SIZE", "HUGE_BODY_SIZE", "GZIP_BOMB_SIZE"]
 
 PAGE_SIZE = (2000, 3000)  # every synthetic source page is this big (w, h)
 HUGE_BODY_SIZE = 25 * 2**20
+GZIP_BOMB_SIZE = 2 * 2**30  # what the gzip bomb inflates to
+GZIP_MEMBER = 16 * 2**20  # the bomb is a series of gzip members of this many zeros each
 BOMB_SIDE = 20_000
+COOKIE = "fakeiiif-check=passed"  # what Fault.COOKIE_CHECK sets and then asks for
 TRICKLE_LENGTH = 100  # bytes announced by a TRICKLE answer, sent one at a time
 JPEG_QUALITY = 90
 # Refuse absurd output sizes so a buggy client cannot make the test box swap.
@@ -91,7 +103,14 @@ class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
     CMYK = "cmyk"
     PNG = "png"
     BOMB = "bomb"
-    HUGE_BODY = "huge_body"
+    HUGE_BODY = "huge_body"  # huge_body_size bytes, announced in Content-Length
+    HUGE_BODY_NO_LENGTH = "huge_body_no_length"  # the same, unannounced: the body ends when the connection closes
+    PLACEHOLDER = "placeholder"  # 200 with one and the same valid 256x256 JPEG for every image
+    GZIP_BOMB = "gzip_bomb"  # Content-Encoding: gzip, inflating to gzip_bomb_size bytes
+    BAD_GZIP = "bad_gzip"  # Content-Encoding: gzip on a body that is not gzip
+    # A cookie check, as some firewalls do: a request without the cookie gets it with a 302 to the
+    # same URL; one with it, the image.
+    COOKIE_CHECK = "cookie_check"
     REDIRECT_FILE = "redirect_file"
     REDIRECT_LOOP = "redirect_loop"
 
@@ -283,6 +302,26 @@ def _build_bomb_png(side: int = BOMB_SIDE) -> bytes:
     )
 
 
+def _build_gzip_bomb(size: int) -> bytes:
+    """`size` zero bytes gzipped (~1000:1). A gzip stream may be a series of members (RFC 1952)
+    and every client inflates them as one body, so one 16 MiB member is compressed and repeated:
+    compressing gigabytes of zeros would take the test box many seconds."""
+    member_size = min(size, GZIP_MEMBER)
+    count, rest = divmod(size, member_size)
+    member = gzip.compress(bytes(member_size), compresslevel=9, mtime=0)
+    return member * count + (gzip.compress(bytes(rest), compresslevel=9, mtime=0) if rest else b"")
+
+
+def _build_placeholder() -> bytes:
+    """A grey 256x256 RGB JPEG with a crossed frame: what a server sends for an image it does not have."""
+    image = Image.new("RGB", (256, 256), (200, 200, 200))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((16, 16, 239, 239), outline=(120, 120, 120), width=4)
+    draw.line((16, 16, 239, 239), fill=(120, 120, 120), width=4)
+    draw.line((16, 239, 239, 16), fill=(120, 120, 120), width=4)
+    return _encode(image, "JPEG")
+
+
 def _instant_fault_reply(fault: Fault, self_url: str) -> _Reply | None:
     """Replies for faults that never reach the (capacity-limited) renderer."""
     if fault is Fault.S503:
@@ -385,6 +424,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(view[:n])
             remaining -= n
         self.close_connection = remaining > 0
+
+    def write_unannounced(self, reply: _Reply, total: int, stopping: threading.Event) -> None:
+        """Stream ``reply.body`` zero-padded to ``total`` bytes with no Content-Length: the end of
+        the body is the end of the connection, as HTTP/1.0 servers and some proxies send it."""
+        self.send_response(reply.status)
+        if reply.content_type:
+            self.send_header("Content-Type", reply.content_type)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(reply.body)
+        remaining = total - len(reply.body)
+        view = memoryview(_STREAM_CHUNK)
+        while remaining > 0 and not stopping.is_set():
+            n = min(remaining, len(view))
+            if n == remaining:
+                self.request_done()
+            self.wfile.write(view[:n])
+            remaining -= n
 
     def write_trickle(self, interval: float, stopping: threading.Event) -> None:
         """Announce TRICKLE_LENGTH bytes, then send them one at a time, each within any read timeout."""
@@ -616,6 +674,8 @@ class FakeIIIF:
         ssl_context=None,
         stall_seconds: float = 60.0,
         trickle_interval: float = 0.1,
+        huge_body_size: int = HUGE_BODY_SIZE,
+        gzip_bomb_size: int = GZIP_BOMB_SIZE,
     ) -> None:
         if hosts < 1:
             raise ValueError("hosts must be >= 1")
@@ -626,12 +686,17 @@ class FakeIIIF:
         self.capacity = capacity
         self.stall_seconds = stall_seconds
         self.trickle_interval = trickle_interval
+        self.huge_body_size = huge_body_size
+        self.gzip_bomb_size = gzip_bomb_size
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._faults: dict[tuple[int | None, str], collections.deque[list]] = {}
         self._files: dict[str, bytes] = {}
         self._cache: dict[tuple, _Reply] = {}
         self._bomb: bytes | None = None
+        self._gzip_bomb: bytes | None = None
+        self._placeholder: bytes | None = None
+        self._redirects: dict[tuple[int | None, str], tuple[int, str]] = {}
         self._slots = [
             threading.BoundedSemaphore(capacity) if capacity else None for _ in range(hosts)
         ]
@@ -781,6 +846,21 @@ class FakeIIIF:
         key = self._locate(url)
         with self._lock:
             self._faults.setdefault(key, collections.deque()).append([fault, times])
+
+    def redirect(self, url: str, location: str, status: int = 301) -> None:
+        """Answer every request of ``url`` with ``status`` and ``Location: location`` (an image
+        that moved for good), unless a fault is injected on it."""
+        key = self._locate(url)
+        with self._lock:
+            self._redirects[key] = (status, location)
+
+    @property
+    def placeholder_bytes(self) -> bytes:
+        """What ``Fault.PLACEHOLDER`` answers every image with: a valid 256x256 RGB JPEG."""
+        with self._lock:
+            if self._placeholder is None:
+                self._placeholder = _build_placeholder()
+            return self._placeholder
 
     def clear_faults(self, url: str | None = None) -> None:
         key = None if url is None else self._locate(url)
@@ -995,6 +1075,20 @@ class FakeIIIF:
                 reply = self._cache.setdefault(key, reply)
         return reply
 
+    def _gzip_bomb_body(self) -> bytes:
+        # Built outside the lock (it takes a moment); a second build by a racing thread is harmless.
+        with self._lock:
+            body = self._gzip_bomb
+        if body is None:
+            body = _build_gzip_bomb(self.gzip_bomb_size)
+            with self._lock:
+                body = self._gzip_bomb = self._gzip_bomb or body
+        return body
+
+    def _redirect_of(self, host: int, path: str) -> tuple[int, str] | None:
+        with self._lock:
+            return self._redirects.get((host, path)) or self._redirects.get((None, path))
+
     def _bomb_png(self) -> bytes:
         with self._lock:
             if self._bomb is None:
@@ -1024,9 +1118,26 @@ class FakeIIIF:
             if fault is Fault.TRICKLE:
                 handler.write_trickle(self.trickle_interval, self._stopping)
                 return
+            if fault is Fault.PLACEHOLDER:
+                handler.write_reply(_Reply(200, self.placeholder_bytes, "image/jpeg"))
+                return
+            if fault is Fault.COOKIE_CHECK:
+                if COOKIE not in handler.headers.get("Cookie", ""):
+                    handler.write_reply(_Reply(302, headers=(("Location", self.base_urls[host] + handler.path),
+                                                             ("Set-Cookie", f"{COOKIE}; Path=/"))))
+                    return
+                fault = None
+            if fault is Fault.GZIP_BOMB:
+                handler.write_reply(_Reply(200, self._gzip_bomb_body(), "image/jpeg",
+                                           (("Content-Encoding", "gzip"),)))
+                return
             instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path)
             if instant:
                 handler.write_reply(instant)
+                return
+            moved = None if fault else self._redirect_of(host, path)
+            if moved:
+                handler.write_reply(_Reply(moved[0], headers=(("Location", moved[1]),)))
                 return
             self._serve_content(handler, host, path, fault)
 
@@ -1048,7 +1159,12 @@ class FakeIIIF:
             if fault is Fault.TRUNCATED:
                 handler.write_truncated(reply)
             elif fault is Fault.HUGE_BODY:
-                handler.write_padded(reply, HUGE_BODY_SIZE, self._stopping)
+                handler.write_padded(reply, self.huge_body_size, self._stopping)
+            elif fault is Fault.HUGE_BODY_NO_LENGTH:
+                handler.write_unannounced(reply, self.huge_body_size, self._stopping)
+            elif fault is Fault.BAD_GZIP:
+                handler.write_reply(_Reply(reply.status, reply.body, reply.content_type,
+                                           (*reply.headers, ("Content-Encoding", "gzip"))))
             else:
                 handler.write_reply(reply)
         finally:

@@ -480,6 +480,84 @@ def test_redirect_loop(srv):
         get(url)
 
 
+def test_placeholder_is_one_valid_256_jpeg_for_every_image(srv):
+    a, b = srv.url(0, KEIO_ID), srv.url(0, "other/page.tif", region="10,10,300,300")
+    srv.fail_host(0, Fault.PLACEHOLDER)
+    answers = [get(a), get(b)]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert answers[0].content == answers[1].content == srv.placeholder_bytes
+    assert answers[0].headers["Content-Type"] == "image/jpeg"
+    image = open_image(srv.placeholder_bytes)
+    assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (256, 256))  # kept byte for byte by a client
+    assert srv.expected_bytes(a) != srv.placeholder_bytes
+    assert get(srv.url(1, KEIO_ID)).content == srv.expected_bytes(srv.url(1, KEIO_ID))  # other hosts unaffected
+
+
+def test_huge_body_without_length_ends_with_the_connection():
+    with FakeIIIF(hosts=1, huge_body_size=3 * 2**20) as server:
+        url = server.url(0, KEIO_ID)
+        server.inject(url, Fault.HUGE_BODY_NO_LENGTH, times=1)
+        with get(url, stream=True) as response:
+            assert "Content-Length" not in response.headers
+            assert response.headers["Connection"] == "close"
+            received = sum(len(chunk) for chunk in response.iter_content(1 << 20))
+        assert received == 3 * 2**20
+        server.inject(url, Fault.HUGE_BODY, times=1)
+        assert int(get(url, stream=True).headers["Content-Length"]) == 3 * 2**20  # the size is the instance's
+
+
+def test_gzip_bomb_is_small_on_the_wire_and_inflates_to_its_size():
+    with FakeIIIF(hosts=1, gzip_bomb_size=40 * 2**20 + 5) as server:
+        url = server.url(0, KEIO_ID)
+        server.fail_host(0, Fault.GZIP_BOMB)
+        with get(url, stream=True) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert int(response.headers["Content-Length"]) < 40 * 2**20 // 500
+            inflated = sum(len(chunk) for chunk in response.iter_content(1 << 20))
+        assert inflated == 40 * 2**20 + 5
+        assert server._gzip_bomb_body() is server._gzip_bomb_body()  # built once per server
+
+
+def test_the_default_gzip_bomb_inflates_to_2_gib_from_about_2_mb(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.GZIP_BOMB, times=1)
+    with get(url, stream=True) as response:
+        assert int(response.headers["Content-Length"]) < 3 * 10**6
+        first = response.raw.read(2**20, decode_content=True)
+    assert first == bytes(len(first)) and len(first) > 0
+    assert srv.gzip_bomb_size == 2 * 2**30
+
+
+def test_bad_gzip_does_not_decode(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.inject(url, Fault.BAD_GZIP, times=1)
+    with pytest.raises(requests.exceptions.ContentDecodingError):
+        get(url)
+    raw = get(url, stream=True, headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in raw.headers  # the next answer is the image, unencoded
+
+
+def test_cookie_check_redirects_to_itself_once_with_the_cookie(srv):
+    url = srv.url(0, KEIO_ID)
+    srv.fail_host(0, Fault.COOKIE_CHECK)
+    first = get(url, allow_redirects=False)
+    assert first.status_code == 302 and first.headers["Location"] == url and "Set-Cookie" in first.headers
+    with requests.Session() as session:
+        response = session.get(url, timeout=TIMEOUT)
+    assert response.content == srv.expected_bytes(url) and len(response.history) == 1
+    assert get(url, allow_redirects=False, cookies={"fakeiiif-check": "passed"}).status_code == 200
+
+
+def test_redirect_moves_an_image_for_good(srv):
+    old, new = srv.url(0, KEIO_ID), srv.url(1, "moved/page.tif")
+    srv.redirect(old, new)
+    response = get(old, allow_redirects=False)
+    assert response.status_code == 301 and response.headers["Location"] == new
+    assert get(old).content == srv.expected_bytes(new)
+    srv.inject(old, Fault.S503, times=1)  # a fault on the old URL comes first
+    assert get(old, allow_redirects=False).status_code == 503
+
+
 # -- fault scheduling ----------------------------------------------------------
 
 
