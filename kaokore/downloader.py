@@ -222,8 +222,11 @@ def download(
         try:
             if plan.fetch:
                 reserve_space(root, _bookkeeping_bytes(rows, plan.fetch))
+            fetching = {item.name for item, _ in plan.fetch}
+            present = {item.name for item in selection if item.name in plan.rows and item.name not in fetching}
             fetch_images(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
-                         options=options, policy=policy, layout=layout, quiet=quiet, stream=stream)
+                         options=options, policy=policy, layout=layout, quiet=quiet, stream=stream,
+                         present=present)
         except StoreError as exc:
             stopped = exc
             summary.failed = len(summary.failures)

@@ -3,6 +3,10 @@
 Which request goes next, and when a host is slowed or given up, is decided in
 `scheduler`; here each answer is turned into what it says about the image and
 its host, and the workers' results are folded into the run on the main thread.
+
+Every wrong answer counts against its host; those that asking again would only repeat
+(a refusal such as 403 or 404, a redirect loop, a body over the size cap or that does not
+decompress, a placeholder) are final for the image at once.
 """
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -23,6 +27,7 @@ from urllib3.util import Retry
 from .errors import NetworkError
 from .metadata import Item, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize
+from .safefs import remove_file
 from .scheduler import (
     HOST_UNREACHABLE,
     OVERLOAD_STATUSES,
@@ -47,11 +52,22 @@ STOP_GRACE = 2.0  # seconds Ctrl-C (or a full disk) waits for in-flight images b
 JOURNAL_FLUSH = 1.0
 # urllib3 words a proxy's refusal of a tunnel as "Tunnel connection failed: 502 Bad Gateway".
 _TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3}[^'\")]*)")
+# What a final status usually means, where the number alone leaves a user guessing.
+STATUS_HINTS = {
+    401: "the server asks for a login",
+    403: "forbidden: usually a proxy or firewall in between, or a server blocking this User-Agent or address",
+    407: "the proxy asks for credentials (put them in HTTPS_PROXY)",
+    451: "unavailable for legal reasons",
+}
 
 
 def attempt(session: requests.Session, task: Task, options: HttpOptions, policy: RetryPolicy,
-            layout: str) -> Attempt:
-    """One request for one image, and everything that follows from its answer."""
+            layout: str, claim: Callable[[Task, str], str] | None = None) -> Attempt:
+    """One request for one image, and everything that follows from its answer.
+
+    `claim` (`HostScheduler.claim`) is asked before the image is written whether its bytes
+    are a placeholder's; it returns why not to keep them, or "".
+    """
     task.attempts += 1
     url = task.item.url
     try:
@@ -67,9 +83,12 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
         return _transient(task, policy, f"timeout: {describe(exc)}", exc, trouble=Trouble.NO_ANSWER)
     except (requests.exceptions.TooManyRedirects, requests.exceptions.InvalidSchema,
             requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as exc:
-        return Attempt(error=f"bad redirect: {describe(exc)}")
+        return Attempt(error=f"bad redirect: {describe(exc)}", trouble=Trouble.BAD_ANSWER, conclusive=True)
     except ResponseTooLarge as exc:
-        return Attempt(error=str(exc))
+        return Attempt(error=str(exc), trouble=Trouble.BAD_ANSWER, conclusive=True)
+    except requests.exceptions.ContentDecodingError as exc:
+        return Attempt(error=f"body does not decompress: {describe(exc)}", trouble=Trouble.BAD_ANSWER,
+                       conclusive=True)
     except requests.exceptions.ProxyError as exc:
         # The proxy answered; what failed is the host behind it (or the proxy itself).
         return _transient(task, policy, _proxy_error(exc, task.host), exc, trouble=Trouble.REFUSED)
@@ -85,29 +104,42 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
             retry_after = _retry_after(task.state, response)
             return _transient(task, policy, f"HTTP {response.status}", None, status=response.status,
                               retry_after=retry_after)
-        return Attempt(error=f"HTTP {response.status}")
+        return _final_status(response.status)
 
     try:
         image = normalize(response.body)
     except ImageTooLarge as exc:
-        return Attempt(error=f"image too large: {exc}")
+        return Attempt(error=f"image too large: {exc}", trouble=Trouble.BAD_ANSWER, conclusive=True)
     except NotAnImage as exc:
         task.bad_bodies += 1
         if task.bad_bodies >= policy.bad_body_tries:
             return Attempt(error=str(exc), trouble=Trouble.BAD_ANSWER)
         return _transient(task, policy, str(exc), None)
 
+    digest = sha256(image.data)
+    # Before the write: a placeholder's bytes then seldom touch the disk.
+    if claim is not None and (placeholder := claim(task, digest)):
+        return Attempt(error=placeholder, trouble=Trouble.PLACEHOLDER, conclusive=True)
     try:
         # A full or read-only disk raises StoreError from here: every other image would fail alike.
         write_image(task.path, task.rel_path, image.data)
     except PathError as exc:
         return Attempt(error=str(exc))  # a folder squats this image's path, say: it alone fails
     row = ManifestRow(
-        image=task.item.name, path=task.rel_path, url=url, sha256=sha256(image.data),
+        image=task.item.name, path=task.rel_path, url=url, sha256=digest,
         bytes=len(image.data), source_width=image.source_width, source_height=image.source_height,
         source_mode=image.source_mode, converted=image.converted, layout=layout,
     )
-    return Attempt(row=row)
+    return Attempt(row=row, digest=digest)
+
+
+def _final_status(status: int) -> Attempt:
+    """A status asking again would not change: final for the image, and against the host (one
+    404 among good images is the image's; a run of them, with nothing delivered, is the host's)."""
+    hint = STATUS_HINTS.get(status)
+    error = f"HTTP {status}" + (f" ({hint})" if hint else "")
+    trouble = Trouble.DENIED if 400 <= status < 500 else Trouble.BAD_ANSWER
+    return Attempt(error=error, trouble=trouble, conclusive=True)
 
 
 def _transient(task: Task, policy: RetryPolicy, error: str, exc: Exception | None, *,
@@ -159,7 +191,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, ManifestRow], summary: Summary, *,
                  threads: int, per_host: int, options: HttpOptions, policy: RetryPolicy, layout: str,
-                 quiet: bool, stream: TextIO) -> None:
+                 quiet: bool, stream: TextIO, present: Collection[str] = ()) -> None:
     """Fetch every `(item, rel_path)` of `todo` into `root`, updating `rows` and `summary` as images land.
 
     Parameters
@@ -171,7 +203,8 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     todo : iterable of (Item, str)
         What to fetch, and where each goes.
     rows : dict
-        The manifest rows by image name; each image stored is added.
+        The manifest rows by image name (the images already in DIR); each image stored is
+        added, and an image taken back out as a placeholder (with its file) removed.
     summary : Summary
         Its counters, `failures` and `hosts_unreachable` are filled in.
     threads, per_host : int
@@ -184,6 +217,9 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
         No progress display and no notes on `stream`; notes about given-up hosts are still logged.
     stream : TextIO
         Where progress and notes go.
+    present : collection of str
+        The images `summary.already_present` counts: one taken back out as a placeholder is
+        no longer present.
 
     Raises
     ------
@@ -199,8 +235,9 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
         return
     results: queue.Queue = queue.Queue()
     progress = Progress(Counter(task.host for task in tasks), quiet=quiet, stream=stream)
-    collector = _Collector(rows, summary, Journal(root), progress, workers=min(threads, len(tasks)))
-    scheduler = HostScheduler(tasks, per_host, policy, _QueueSink(results.put))
+    collector = _Collector(root, rows, summary, Journal(root), progress, workers=min(threads, len(tasks)),
+                           fetching={task.item.name for task in tasks}, present=present)
+    scheduler = HostScheduler(tasks, per_host, policy, _QueueSink(results.put), kept=list(rows.values()))
     _start_workers(session, scheduler, collector.workers, options, policy, layout, results.put)
     try:
         while collector.workers and collector.fatal is None:
@@ -226,7 +263,7 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     if collector.fatal is not None:
         raise collector.fatal
     summary.failed = len(summary.failures)
-    summary.not_attempted = max(len(tasks) - summary.downloaded - summary.failed, 0)
+    summary.not_attempted = max(len(tasks) - summary.downloaded - (summary.failed - collector.kept_failed), 0)
 
 
 def _start_workers(session: requests.Session, scheduler: HostScheduler, threads: int, options: HttpOptions,
@@ -235,7 +272,7 @@ def _start_workers(session: requests.Session, scheduler: HostScheduler, threads:
         try:
             while (task := scheduler.acquire()) is not None:
                 try:
-                    outcome = attempt(session, task, options, policy, layout)
+                    outcome = attempt(session, task, options, policy, layout, scheduler.claim)
                 except StoreError as exc:
                     scheduler.stop()
                     # The image that met the full disk failed: failures.csv names it, with the error.
@@ -283,6 +320,15 @@ class _GivenUp:
 
 
 @dataclass(frozen=True)
+class _Placeholder:
+    failure: Failure
+    path: str | None
+
+    def apply(self, run: _Collector) -> None:
+        run.placeholder(self.failure, self.path)
+
+
+@dataclass(frozen=True)
 class _Fatal:
     error: StoreError
 
@@ -311,21 +357,30 @@ class _QueueSink:
     def given_up(self, host: str, reason: str, not_attempted: int) -> None:
         self.put(_GivenUp(host, reason, not_attempted))
 
+    def placeholder(self, failure: Failure, path: str | None) -> None:
+        self.put(_Placeholder(failure, path))
+
 
 class _Collector:
     """Folds the workers' results into the summary, the manifest rows and the journal, on the main thread."""
 
-    def __init__(self, rows: dict[str, ManifestRow], summary: Summary, journal: Journal, progress: Progress,
-                 workers: int):
+    def __init__(self, root: Path, rows: dict[str, ManifestRow], summary: Summary, journal: Journal,
+                 progress: Progress, workers: int, fetching: Collection[str] = (), present: Collection[str] = ()):
+        self.root = root
         self.rows = rows
         self.summary = summary
         self.journal = journal
         self.progress = progress
         self.workers = workers  # still running; each says so as it exits
         self.fatal: StoreError | None = None  # DIR cannot take more images: the run must stop
+        self.fetching = fetching  # the images of this run's tasks
+        self.present = present  # those summary.already_present counts
+        self.stored_here: set[str] = set()
+        self.kept_failed = 0  # images kept from before this run, taken back out as placeholders
         self._last_flush = time.monotonic()
 
     def stored(self, row: ManifestRow) -> None:
+        self.stored_here.add(row.image)
         self.rows[row.image] = row
         self.journal.append(row)
         self.summary.downloaded += 1
@@ -344,6 +399,36 @@ class _Collector:
     def given_up(self, host: str, reason: str, not_attempted: int) -> None:
         self.summary.hosts_unreachable.append(host)
         self.progress.note(f"{host}: {reason}; its {not_attempted} remaining images were not attempted")
+
+    def placeholder(self, failure: Failure, path: str | None) -> None:
+        """An image failed as a placeholder; one on disk (`path`) is taken back out with its row."""
+        host = host_key(failure.url)
+        self.summary.placeholders += 1
+        if path is None:  # refused before it was written
+            self.failed(failure)
+            return
+        try:
+            remove_file(self.root, path)
+        except OSError as exc:
+            # It stays under its name with no row: `verify` names it, and a rerun fetches it again.
+            failure = replace(failure, error=f"{failure.error} ({path} could not be deleted: {exc.strerror or exc})")
+        row = self.rows.get(failure.image)
+        if row is not None and row.path == path:
+            del self.rows[failure.image]
+        self.summary.failures.append(failure)
+        if failure.image in self.stored_here:
+            self.stored_here.discard(failure.image)
+            self.summary.downloaded -= 1
+            self.summary.converted -= bool(row is not None and row.converted)
+            self.progress.taken_back()
+        elif failure.image in self.fetching:  # written, and never reported stored
+            self.progress.advance(host, ok=False)
+            return
+        else:  # kept from an earlier run
+            self.kept_failed += 1
+            if failure.image in self.present:
+                self.summary.already_present -= 1
+        self.progress.note(f"took {path} back out of DIR: {failure.error}")
 
 
 def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy) -> Task:

@@ -5,7 +5,9 @@ is kept only after it matches its manifest row (size, then SHA-256) or, with no
 row, when DIR's version is positively known (`adopt`) and the file decodes as an
 image: then it is normalized in place, as if it had just been fetched. Anything
 else is deleted so that it is fetched afresh and never sits damaged under a final
-name.
+name. So are images with the same bytes as images of other requests (placeholders a
+server sent for missing images, kept by an earlier kaokore or another tool): see
+`placeholders`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .errors import UsageError
 from .layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
 from .metadata import Item, Metadata, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize_found
+from .placeholders import duplicates
 from .safefs import move_file, read_file, remove_file, remove_folder
 from .store import DISK_ERRNOS, ManifestRow, PathError, StoreError, file_sha256, write_image
 
@@ -35,6 +38,7 @@ class Plan:
     adopted: int = 0  # files with no manifest row kept as this version's images (of them, `converted` re-encoded)
     adopted_converted: int = 0
     damaged: list[str] = field(default_factory=list)  # present but not the right bytes: deleted, fetched again
+    placeholders: int = 0  # of `damaged`, images with the bytes of other requests' images
     unavailable: int = 0
     total: int = 0
 
@@ -123,6 +127,7 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             # Not known to be this version's image N, or not an image: it must not stay under this name.
             _discard(root, target)
             plan.damaged.append(item.name)
+    _drop_placeholders(root, plan, note)
     for item in selection:
         if not item.url:
             continue
@@ -133,6 +138,22 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
     if plan.relocated:
         _remove_empty_folders(root, layout, classes)
     return plan
+
+
+def _drop_placeholders(root: Path, plan: Plan, note: Callable[[str], None] | None) -> None:
+    """Images whose bytes other requests' images share are a server's placeholder, whoever
+    stored them: deleted like any damaged image, whatever the selection (`verify` would
+    name them), and fetched again when selected, where a placeholder fails by itself."""
+    groups = duplicates(plan.rows.values())
+    for group in groups:
+        for row in group:
+            _discard(root, row.path)
+            del plan.rows[row.image]
+            plan.damaged.append(row.image)
+            plan.placeholders += 1
+    if groups and note is not None:
+        note(f"{plan.placeholders} images in {root} had the same bytes as images of other faces "
+             "(placeholders a server sent for missing images?): deleted, to be fetched again")
 
 
 def _adopt_all(root: Path, unknown: list[tuple[Item, str]], layout: str,

@@ -39,7 +39,8 @@ class Summary:
     already_present : int
         Selected images already on disk and good, not fetched again.
     failed : int
-        Images that could not be fetched (each in `failures`, and in failures.csv).
+        Images that could not be fetched, or were taken back out of DIR as placeholders
+        (each in `failures`, and in failures.csv).
     unavailable : int
         Selected labelled images whose URL line is blank upstream: nothing to fetch.
     not_attempted : int
@@ -54,6 +55,9 @@ class Summary:
         version's images.
     converted : int
         Of `downloaded`, images re-encoded to 256x256 RGB JPEG.
+    placeholders : int
+        Of `failed`, images whose host sent the same bytes for other faces too (a placeholder
+        for a missing image), refused before they were written or taken back out of DIR.
     seconds : float
         How long the run took.
     hosts_unreachable : list of str
@@ -77,6 +81,7 @@ class Summary:
     damaged: int = 0  # found on disk but not matching the manifest: deleted and fetched again
     adopted: int = 0  # of `already_present`, files with no manifest row kept as this version's (e.g. upstream's)
     converted: int = 0  # of `downloaded`, how many were re-encoded
+    placeholders: int = 0  # of `failed`, the same bytes as other faces': refused, or taken back out of DIR
     seconds: float = 0.0
     hosts_unreachable: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -104,7 +109,8 @@ class Summary:
 
     def line(self) -> str:
         """The one-line summary the command line prints, e.g. ``"kaokore 1.0: complete: 5552 new, ..."``."""
-        parts = [f"{self.downloaded} new", f"{self.already_present} already present", f"{self.failed} failed"]
+        failed = f"{self.failed} failed" + (f" ({self.placeholders} placeholders)" if self.placeholders else "")
+        parts = [f"{self.downloaded} new", f"{self.already_present} already present", failed]
         if self.unavailable:
             parts.append(f"{self.unavailable} unavailable upstream")
         if self.damaged:
@@ -167,6 +173,10 @@ class Progress:
             self._bar.update(1)
         else:
             self.tick()
+
+    def taken_back(self) -> None:
+        """An image counted as stored was taken back out (a placeholder): it counts as failed."""
+        self._failed += 1
 
     def eta(self) -> str:
         elapsed = time.monotonic() - self._start

@@ -6,10 +6,17 @@ another host) and one image's backoff never stalls anything else. The
 per-host limit is enforced here, at the only place requests are started.
 
 Every failed attempt with no image delivered by that host since counts against the
-host as a whole, whatever the failure was (refused, cut, timed out, 5xx, not an image):
-its pace slows (fewer slots, then a growing pause between requests) and, after a
-bounded run of distinct images, it is given up for this run. An image delivered
-resets all of it, so a flaky but working host is slowed a little and never given up.
+host as a whole, whatever the failure was (refused, cut, timed out, 5xx, not an image,
+a refusal such as 403 or 404, a redirect loop, an oversize body, a placeholder): its pace
+slows (fewer slots, then a growing pause between requests) and, after a bounded run of
+distinct images, it is given up for this run. An image delivered resets all of it, so a
+flaky but working host is slowed a little and never given up, and a 404 among good
+images fails that image alone.
+
+A placeholder (the same bytes sent for different faces, see `placeholders`) is caught here,
+under the lock where verdicts are made, before its file is written (`claim`): an image
+whose bytes another request already got is failed, and the images already stored with
+them are taken back, their deliveries undone.
 
 Nothing here does I/O or reads the wall clock directly: the clock is injected, so the
 rules can be tested step by step.
@@ -31,7 +38,11 @@ from typing import Protocol
 from urllib3.util import Retry
 
 from . import defaults
+from .iiif import page_key
 from .metadata import Item
+from .placeholders import Holder, Ledger
+from .placeholders import reason as placeholder_reason
+from .session import host_key
 
 # Statuses worth another try: the server is busy or briefly broken. Any other
 # non-200 status (400, 403, 404, 410, ...) will not change by asking again.
@@ -40,7 +51,10 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 509, 520, 52
 OVERLOAD_STATUSES = frozenset({429, 503})
 HOST_UNREACHABLE = "host unreachable"
 HOST_FAILING = "host failing"
+HOST_REFUSING = "host refusing"
 HOST_OVERLOADED = "host overloaded"
+# How placeholders count in a host's run: their texts name how many faces, which varies.
+PLACEHOLDER_RUN = "a placeholder (one image sent for different faces)"
 # Failures in a row before a host's requests are spaced out by a pause; before that, its
 # slots shrink. A 20%-flaky host reaches this on under 1% of its attempts.
 PAUSE_AFTER = 3
@@ -57,7 +71,10 @@ class RetryPolicy:
     ----------
     retries : int
         Retries per image for transient failures (connection errors, timeouts,
-        HTTP 408/429/5xx, a body that is not an image); 0 or more.
+        HTTP 408/429/5xx, a body that is not an image); 0 or more. An answer that would
+        only come again is final at once, though it counts against its host: a refusal
+        (400, 403, 404, 410...), a redirect loop, a body over the size cap or that does
+        not decompress, a placeholder.
     backoff_factor : float
         Seconds before an image's first retry, doubled at each further retry, plus up
         to half again of random jitter. Also the first pause of a failing host.
@@ -71,6 +88,8 @@ class RetryPolicy:
     breaker_threshold : int
         Distinct images in a row failing, with no image delivered in between, that give
         a host up for the run; twice as many once the host has delivered an image.
+        Every kind of failure counts, refusals (403, 404...) and placeholders included;
+        a placeholder never counts as an image delivered.
     host_pause_max : float
         The longest pause, in seconds, between the requests of a failing host.
     overload_threshold : int
@@ -115,16 +134,22 @@ class RetryPolicy:
 
 
 class Trouble(Enum):
-    """What a failed attempt says about its host (an image's own problem, like a 404, is none of these)."""
+    """What a failed attempt says about its host (an image's own problem, like a path DIR cannot take, is none)."""
 
     REFUSED = "could not connect"  # refused, unresolvable, connect timeout, a proxy that could not reach it
     NO_ANSWER = "no answer"  # connected, then silence past the timeout
-    BAD_ANSWER = "bad answer"  # 5xx, a connection cut mid-answer, a 200 that is not an image
+    # 5xx, a connection cut mid-answer, a 200 that is not an image, a redirect loop, a body over
+    # the size cap or that does not decompress
+    BAD_ANSWER = "bad answer"
     OVERLOADED = "overloaded"  # 429/503: the host asked to be left alone
+    DENIED = "denied"  # 4xx (403, 404, 410...): an answer, and a no; one is the image's, a run is the host's
+    PLACEHOLDER = "placeholder"  # the same image as for other faces
 
 
 # The host's server did work for these, so its pace slows by slots, not only by pauses.
-_STRAINING = frozenset({Trouble.BAD_ANSWER, Trouble.OVERLOADED})
+_STRAINING = frozenset({Trouble.BAD_ANSWER, Trouble.OVERLOADED, Trouble.PLACEHOLDER})
+# A refusal costs the server nothing, and pausing would only slow telling a dead or refusing host.
+_UNPAUSED = frozenset({Trouble.REFUSED, Trouble.DENIED})
 
 
 @dataclass(frozen=True)
@@ -168,9 +193,13 @@ class Attempt:
     """What one HTTP attempt came to."""
 
     row: object | None = None  # the stored image's manifest row
+    digest: str = ""  # with `row`: the SHA-256 the image claimed (`HostScheduler.claim`) before it was written
     error: str = ""
     retry_in: float | None = None  # None with an error: final for this image
     trouble: Trouble | None = None  # set when the failure counts against the host
+    # The server's last word on this image (a refusal, a placeholder, a redirect loop...): asking
+    # again would get the same, so no second round either.
+    conclusive: bool = False
     host_pause: float = 0.0  # Retry-After: what the server asked of every request
     fatal_host_error: str = ""  # e.g. an untrusted certificate: every image of the host will fail alike
 
@@ -183,6 +212,10 @@ class Sink(Protocol):
     def failed(self, failure: Failure) -> None: ...
 
     def given_up(self, host: str, reason: str, not_attempted: int) -> None: ...
+
+    def placeholder(self, failure: Failure, path: str | None) -> None:
+        """An image failed as a placeholder; `path` (relative to DIR) when its file is on disk
+        and must be taken out, with its manifest row."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +234,7 @@ class _Host:
     in_flight: int = 0
     paused_until: float = 0.0
     asked_until: float = 0.0  # the part of the pause the server asked for (Retry-After): kept even after an image
-    delivered: bool = False  # any image this run
+    deliveries: int = 0  # images this run (less those taken back as placeholders)
     # The current run of failures, since the last image delivered:
     streak: int = 0  # failed attempts
     strain: int = 0  # of those, answers that cost the server work; each halves the host's slots
@@ -215,6 +248,10 @@ class _Host:
     last_error: str = ""
     dead: str = ""  # why it was given up, or ""
 
+    @property
+    def delivered(self) -> bool:
+        return self.deliveries > 0
+
     def backlog_per_slot(self) -> float:
         return (len(self.pending) + len(self.delayed)) / (self.in_flight + 1)
 
@@ -223,8 +260,8 @@ class _Host:
 
 
 def _page(task: Task) -> str:
-    """The IIIF image (a page of a scroll or book) a face is cut from: the URL less region/size/rotation/quality."""
-    return task.item.url.rsplit("/", 4)[0]
+    """The IIIF image (a page of a scroll or book) a face is cut from."""
+    return page_key(task.item.url)
 
 
 def _probe(host: _Host) -> Task:
@@ -242,7 +279,10 @@ class HostScheduler:
     fails), the host with the most work left first, retries only once their time has come."""
 
     def __init__(self, tasks: Iterable[Task], per_host: int, policy: RetryPolicy, sink: Sink, *,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, kept: Iterable = ()):
+        """`kept`: the manifest rows (image, url, sha256, path) of the images already in DIR that
+        this run keeps: a fetched image with the bytes of one of them (for another request) is a
+        placeholder, and so is that one."""
         self._per_host = per_host
         self._policy = policy
         self._sink = sink
@@ -253,6 +293,9 @@ class HostScheduler:
         self.hosts: dict[str, _Host] = {}
         for task in tasks:
             self.hosts.setdefault(task.host, _Host()).pending.append(task)
+        fetched = {task.item.name for host in self.hosts.values() for task in host.pending}
+        # An image fetched anew (--force) is judged by its new bytes, not its old ones.
+        self._ledger = Ledger(row for row in kept if row.image not in fetched)
 
     # -- for workers --------------------------------------------------------
 
@@ -281,14 +324,37 @@ class HostScheduler:
         with self._cond:
             return Turn(finished=True) if self._stopped else self._turn(self._clock())
 
+    def claim(self, task: Task, digest: str) -> str:
+        """Before `task`'s image is written with bytes of SHA-256 `digest`: "" when it may be,
+        else why not (another request got the same bytes: a placeholder). Images already
+        stored with those bytes are taken back now; those being written, when they land."""
+        with self._cond:
+            faces, others = self._ledger.claim(digest, Holder(task.item.name, task.item.url, task.rel_path, task,
+                                                              stored=False))
+            if not faces:
+                return ""
+            now = self._clock()
+            for other in others:
+                if other.stored:
+                    self._take_back(other, faces, now)
+            return placeholder_reason(task.host, faces)
+
     def finish(self, task: Task, attempt: Attempt) -> None:
         """Record what `task`'s attempt came to; the verdict goes to the sink."""
         with self._cond:
             now = self._clock()
             host = self.hosts[task.host]
             host.in_flight -= 1
+            written = None
+            if attempt.row is None:
+                self._ledger.release(task.item.name)
+            elif attempt.digest and (faces := self._ledger.landed(task.item.name, attempt.digest)):
+                # Its bytes became a placeholder's while it was being written: it goes back out.
+                written = task.rel_path
+                attempt = Attempt(error=placeholder_reason(task.host, faces), trouble=Trouble.PLACEHOLDER,
+                                  conclusive=True)
             self._learn(host, task, attempt, now)
-            self._route(host, task, attempt, now)
+            self._route(host, task, attempt, now, written)
             self._cond.notify_all()
 
     def slots(self, name: str) -> int:
@@ -337,7 +403,7 @@ class HostScheduler:
         """Update the host's failure model with one attempt's outcome."""
         trouble = attempt.trouble
         if attempt.row is not None:
-            host.delivered = True
+            host.deliveries += 1
             host.paused_until = host.asked_until  # our own caution ends with an image; the server's request stands
             host.streak = host.strain = host.overloads = 0
             host.failing.clear()
@@ -366,10 +432,9 @@ class HostScheduler:
         else:
             host.failing.add(task.item.name)
             host.failing_pages.add(_page(task))
-            host.errors[attempt.error] += 1
-        # Without this, fresh images would keep refilling the slots of a host whose images all
-        # back off. A refusal costs the server nothing, and pausing would only slow telling a dead host.
-        if trouble is not Trouble.REFUSED and host.streak >= PAUSE_AFTER:
+            host.errors[PLACEHOLDER_RUN if trouble is Trouble.PLACEHOLDER else attempt.error] += 1
+        # Without this, fresh images would keep refilling the slots of a host whose images all back off.
+        if trouble not in _UNPAUSED and host.streak >= PAUSE_AFTER:
             pause = max(pause, self._policy.host_pause(host.streak - PAUSE_AFTER))
         if pause:
             host.paused_until = max(host.paused_until, now + pause)
@@ -379,7 +444,8 @@ class HostScheduler:
         behind every other image of the host: on a flaky server (one attempt in five fails) an
         image fails all of its 6 tries once in 15,000, which a whole dataset would hit; twice,
         once in 2 x 10^8. A failing host is bounded by its breaker, not by this; --retries 0 means none."""
-        if attempt.trouble is None or not host.delivered or task.last_round or self._policy.retries == 0:
+        if (attempt.trouble is None or attempt.conclusive or not host.delivered or task.last_round
+                or self._policy.retries == 0):
             return False
         task.last_round = True
         task.state = self._policy.new_state()
@@ -387,26 +453,45 @@ class HostScheduler:
         host.pending.append(task)
         return True
 
-    def _route(self, host: _Host, task: Task, attempt: Attempt, now: float) -> None:
-        """Where the task goes next: stored, failed, retried later, or its whole host given up."""
-        failure = Failure(task.item.name, task.item.url, attempt.error, task.attempts)
+    def _route(self, host: _Host, task: Task, attempt: Attempt, now: float, written: str | None = None) -> None:
+        """Where the task goes next: stored, failed, retried later, or its whole host given up.
+        `written`: the path of a placeholder's file that landed on disk, to be taken back."""
+        def fail(error: str) -> None:
+            failure = Failure(task.item.name, task.item.url, error, task.attempts)
+            if attempt.trouble is Trouble.PLACEHOLDER:
+                self._sink.placeholder(failure, written)
+            else:
+                self._sink.failed(failure)
+
         if attempt.row is not None:
             self._sink.stored(attempt.row)
         elif host.dead:
-            self._sink.failed(Failure(task.item.name, task.item.url, host.dead, task.attempts))
+            fail(host.dead)
         elif attempt.fatal_host_error:
-            self._sink.failed(Failure(task.item.name, task.item.url, attempt.fatal_host_error, task.attempts))
+            fail(attempt.fatal_host_error)
             self._kill(task.host, host, attempt.fatal_host_error)
         elif attempt.trouble is not None and (reason := self._verdict(host)):
             # Checked before "final": with --retries 0 every failure is final, and a
             # failing host would then cost one request (or one timeout) per image.
-            self._sink.failed(Failure(task.item.name, task.item.url, reason, task.attempts))
+            fail(reason)
             self._kill(task.host, host, reason)
         elif attempt.retry_in is None:
             if not self._another_round(host, task, attempt):
-                self._sink.failed(failure)
+                fail(attempt.error)
         else:
             heapq.heappush(host.delayed, (now + attempt.retry_in, next(self._seq), task))
+
+    def _take_back(self, holder: Holder, faces: int, now: float) -> None:
+        """An image on disk whose bytes turned out to be a placeholder: it fails, its file and row
+        go, and if this run stored it, its delivery is undone and it counts against its host."""
+        task = holder.task
+        failure = Failure(holder.image, holder.url, placeholder_reason(host_key(holder.url), faces),
+                          task.attempts if task is not None else 0)
+        self._sink.placeholder(failure, holder.path)
+        if task is not None:
+            host = self.hosts[task.host]
+            host.deliveries -= 1
+            self._learn(host, task, Attempt(error=failure.error, trouble=Trouble.PLACEHOLDER, conclusive=True), now)
 
     def _verdict(self, host: _Host) -> str:
         """Why the host is to be given up, or "" while it is not."""
@@ -418,6 +503,8 @@ class HostScheduler:
             tried = len(host.failing)
             if host.troubles <= {Trouble.REFUSED, Trouble.NO_ANSWER}:
                 return _unreachable(tried, host.last_error)
+            if host.troubles == {Trouble.DENIED}:
+                return f"{HOST_REFUSING}: {_run_of(host.errors, tried)}"
             return f"{HOST_FAILING}: {_run_of(host.errors, tried)}"
         if host.overloads >= self._policy.overload_threshold:
             # A server in maintenance answers 503 for hours; the next run will ask again.

@@ -11,11 +11,12 @@ import ssl
 import time
 import warnings
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import requote_uri
 from urllib3.exceptions import InsecureRequestWarning
 
 from . import defaults
@@ -25,7 +26,7 @@ from .errors import UsageError
 USER_AGENT = f"kaokore/{__version__} (KaoKore dataset downloader; python-requests/{requests.__version__})"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # a 256x256 face crop is ~20 KiB; anything near this is not one
 DEFAULT_MAX_REDIRECTS = 5
-CHUNK = 64 * 1024
+CHUNK = 64 * 1024  # also the largest redirect body read to keep its connection
 TLS_HINT = "pass --ca-bundle PEM if you use a private CA, or --ssl_unverified_context to skip the check"
 CA_BUNDLE_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what requests reads, in its order
 
@@ -111,22 +112,73 @@ def make_session(options: HttpOptions, per_host: int) -> requests.Session:
 
 
 def get_body(session: requests.Session, url: str, options: HttpOptions) -> Response:
-    """GET `url` and read the whole body, refusing more than `options.max_bytes`."""
+    """GET `url` and read the whole body, refusing more than `options.max_bytes` (decompressed).
+
+    Redirects are followed here, at most `options.max_redirects`. One back to a URL this
+    request already asked stops at once (a loop would only repeat), unless it set a cookie:
+    a cookie check sends a client back where it came from, once, with the cookie.
+
+    Raises
+    ------
+    requests.exceptions.TooManyRedirects
+        A redirect loop, or more than `options.max_redirects` redirects.
+    ResponseTooLarge
+        A Content-Length over the cap (nothing of the body is read), or a body that grew past it.
+    requests.exceptions.ContentDecodingError
+        A body its Content-Encoding (gzip, deflate...) does not decode.
+    """
     deadline = time.monotonic() + 4 * options.timeout
-    with session.get(url, timeout=options.timeout, verify=options.verify, stream=True) as r:
-        announced = r.headers.get("Content-Length")
-        if announced and announced.isascii() and announced.isdigit() and int(announced) > options.max_bytes:
-            raise ResponseTooLarge(f"response of {int(announced)} bytes exceeds the {options.max_bytes}-byte cap")
-        chunks = []
-        size = 0
-        for chunk in _arriving(r):
-            size += len(chunk)
-            if size > options.max_bytes:
-                raise ResponseTooLarge(f"response exceeds the {options.max_bytes}-byte cap")
-            if time.monotonic() > deadline:
-                raise SlowResponse(f"body still arriving after {4 * options.timeout:g}s")
-            chunks.append(chunk)
-        return Response(r.status_code, r.headers, b"".join(chunks), r.url)
+    asked = {requote_uri(url)}
+    for _ in range(options.max_redirects + 1):
+        with session.get(url, timeout=options.timeout, verify=options.verify, stream=True,
+                         allow_redirects=False) as r:
+            target = session.get_redirect_target(r)
+            if target is None:
+                return _read(r, options, deadline)
+            _keep_connection(r)
+            cookie = "Set-Cookie" in r.headers
+        location = _resolve(url, target)
+        if location in asked and not cookie:
+            raise requests.exceptions.TooManyRedirects(f"redirect loop: redirected back to {location}")
+        asked.add(location)
+        url = location
+    raise requests.exceptions.TooManyRedirects(f"more than {options.max_redirects} redirects, the last to {url}")
+
+
+def _read(r: requests.Response, options: HttpOptions, deadline: float) -> Response:
+    announced = r.headers.get("Content-Length")
+    if announced and announced.isascii() and announced.isdigit() and int(announced) > options.max_bytes:
+        raise ResponseTooLarge(f"response of {int(announced)} bytes exceeds the {options.max_bytes}-byte cap")
+    chunks = []
+    size = 0
+    for chunk in _arriving(r):
+        size += len(chunk)
+        if size > options.max_bytes:
+            encoding = r.headers.get("Content-Encoding")
+            inflated = f" once decoded (Content-Encoding: {encoding[:40]})" if encoding else ""
+            raise ResponseTooLarge(f"response exceeds the {options.max_bytes}-byte cap{inflated}")
+        if time.monotonic() > deadline:
+            raise SlowResponse(f"body still arriving after {4 * options.timeout:g}s")
+        chunks.append(chunk)
+    return Response(r.status_code, r.headers, b"".join(chunks), r.url)
+
+
+def _resolve(current: str, target: str) -> str:
+    """The absolute URL a Location header names, as requests would follow it."""
+    if target.startswith("//"):
+        target = f"{urlsplit(current).scheme}:{target}"
+    return requote_uri(urljoin(current, target))
+
+
+def _keep_connection(r: requests.Response) -> None:
+    """Read a redirect's small body so its kept-alive connection goes back to the pool; a large or
+    unannounced one is not worth reading: leaving it unread drops the connection instead."""
+    announced = r.headers.get("Content-Length")
+    if announced and announced.isascii() and announced.isdigit() and int(announced) <= CHUNK:
+        try:
+            r.content  # noqa: B018 - reading it is the point
+        except (requests.exceptions.RequestException, OSError):
+            pass
 
 
 def _arriving(r: requests.Response):
@@ -144,8 +196,12 @@ def _arriving(r: requests.Response):
             yield chunk
     except urllib3.exceptions.ReadTimeoutError as exc:
         raise requests.exceptions.ReadTimeout(exc) from exc
-    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError) as exc:
+    except urllib3.exceptions.ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        cause = exc.args[1] if len(exc.args) > 1 else exc  # urllib3 wraps zlib's own words
+        encoding = r.headers.get("Content-Encoding", "")[:40]
+        raise requests.exceptions.ContentDecodingError(f"Content-Encoding {encoding}: {cause}") from exc
 
 
 def describe(exc: BaseException) -> str:

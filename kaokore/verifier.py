@@ -16,6 +16,7 @@ from .fingerprint import dataset_fingerprint
 from .layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
 from .lock import refuse_while_held
 from .normalize import is_normalized
+from .placeholders import duplicates
 from .plan import select
 from .safefs import read_file, scan
 from .store import MANIFEST, ManifestRow
@@ -35,15 +36,17 @@ class Problem:
     kind : str
         ``"missing"`` (absent or unreadable), ``"checksum"`` (not the bytes its manifest
         row records), ``"not-normalized"`` (not a decodable 256x256 RGB JPEG),
-        ``"unlisted"`` (no manifest row), ``"stray"`` (a file in an image folder that
-        the version does not put there) or ``"metadata"`` (a metadata file that is not
-        the pinned one).
+        ``"unlisted"`` (no manifest row), ``"duplicate"`` (the same SHA-256 as the
+        manifest rows of other faces, whose requests differ: a placeholder a server sent
+        for a missing image; every image of the group is named), ``"stray"`` (a file in
+        an image folder that the version does not put there) or ``"metadata"`` (a
+        metadata file that is not the pinned one).
     detail : str
         One line saying what exactly is wrong.
     """
 
     where: str  # an image name, or a path relative to DIR
-    kind: str  # missing | checksum | not-normalized | unlisted | stray | metadata
+    kind: str  # missing | checksum | not-normalized | unlisted | duplicate | stray | metadata
     detail: str
 
     def line(self) -> str:
@@ -72,7 +75,7 @@ class VerifyReport:
         Images checked: those of the selection that have a URL.
     intact : int
         Of those, images present where the layout puts them, matching their manifest
-        SHA-256 and decoding as 256x256 RGB JPEGs.
+        SHA-256, decoding as 256x256 RGB JPEGs and sharing their bytes with no other face.
     problems : list of Problem
         Everything wrong, images and metadata files alike; empty when the tree is intact.
     fingerprint : str
@@ -149,8 +152,9 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
     """Check, without the network, that a downloaded tree is complete and intact.
 
     Every image the version lists with a URL must be where DIR's layout puts it,
-    match its manifest SHA-256 and decode as a 256x256 RGB JPEG; the metadata
-    files must be the pinned ones; and the image folders must hold nothing else.
+    match its manifest SHA-256 and decode as a 256x256 RGB JPEG; no two manifest rows
+    of different requests may have the same SHA-256 (a server's placeholder); the
+    metadata files must be the pinned ones; and the image folders must hold nothing else.
 
     Parameters
     ----------
@@ -204,12 +208,14 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
 
     selection = [i for i in select(meta.items, splits, limit) if i.url]
     report.expected = len(selection)
+    shared = _duplicates(rows.values())
     for item in selection:
         problem = _check_image(root, item, image_path(item, layout, meta.classes), rows.get(item.name))
         if problem:
             report.problems.append(problem)
-        else:
+        elif item.name not in shared:
             report.intact += 1
+    report.problems.extend(shared.values())
     report.problems.extend(_strays(root, layout, meta, tree.dir.image_files))
     report.fingerprint = dataset_fingerprint(rows.values())
     return report
@@ -248,6 +254,20 @@ def _check_image(root: Path, item: md.Item, rel: str, row: ManifestRow | None) -
     if not is_normalized(data):
         return Problem(item.name, "not-normalized", f"{rel} is not a decodable 256x256 RGB JPEG")
     return None
+
+
+def _duplicates(rows: Iterable[ManifestRow], named: int = 5) -> dict[str, Problem]:
+    """A "duplicate" problem per manifest row whose SHA-256 rows of other requests share, by image name;
+    whatever the selection, as strays are: a placeholder outside it is still one."""
+    problems = {}
+    for group in duplicates(rows):
+        for row in group:
+            others = [r.image for r in group if r is not row]
+            listed = ", ".join(others[:named]) + (f" and {len(others) - named} more" if len(others) > named else "")
+            problems[row.image] = Problem(row.image, "duplicate",
+                                          f"the same bytes as {listed} (other faces; SHA-256 {row.sha256[:12]}...): "
+                                          "a placeholder a server sent for a missing image?")
+    return problems
 
 
 def _os_litter(name: str) -> bool:

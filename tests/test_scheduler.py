@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from kaokore.metadata import Item
 from kaokore.scheduler import (
     HOST_FAILING,
     HOST_OVERLOADED,
+    HOST_REFUSING,
     HOST_UNREACHABLE,
     PAUSE_AFTER,
     Attempt,
@@ -37,6 +39,7 @@ class Record:
         self.rows: list = []
         self.failures: list = []
         self.verdicts: list[tuple[str, str, int]] = []
+        self.placeholders: list = []  # (failure, path of the file to take back or None)
 
     def stored(self, row) -> None:
         self.rows.append(row)
@@ -46,6 +49,9 @@ class Record:
 
     def given_up(self, host: str, reason: str, not_attempted: int) -> None:
         self.verdicts.append((host, reason, not_attempted))
+
+    def placeholder(self, failure, path) -> None:
+        self.placeholders.append((failure, path))
 
 
 def tasks(host: str, n: int, start: int = 0, policy: RetryPolicy = POLICY) -> list[Task]:
@@ -348,3 +354,173 @@ def test_a_20_percent_flaky_host_is_never_given_up():
     assert sink.verdicts == []
     assert len(sink.rows) + len(sink.failures) == 10_000
     assert len(sink.failures) <= 3  # an image out of retries (0.2**6 each), not the host's doing
+
+
+# --------------------------------------------------------------------------
+# Refusals: final for the image, and a run of them gives the host up
+# --------------------------------------------------------------------------
+
+
+def denied(status: int = 403, error: str = "") -> Attempt:
+    """What fetch makes of a 4xx: final at once, counted against the host."""
+    return Attempt(error=error or f"HTTP {status}", trouble=Trouble.DENIED, conclusive=True)
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 410])
+def test_a_host_refusing_every_image_is_given_up_after_the_same_run_without_pauses(status):
+    scheduler, clock, sink = make(tasks("a", 1000), per_host=4)
+    made, start = 0, clock.now
+    while not sink.verdicts:
+        turn = scheduler.next_turn()
+        assert turn.task is not None, "a refusing host is never paused: refusals cost the server nothing"
+        made += 1
+        fail(scheduler, turn.task, denied(status))
+    assert clock.now == start and made == 8  # one request per image, and the run of 8 distinct images
+    assert sink.verdicts == [("a", f"{HOST_REFUSING}: HTTP {status} on 8 images in a row, none delivered in between",
+                              992)]
+    assert scheduler.slots("a") == 4  # its slots did not shrink either
+    assert len(sink.failures) == 1000 and all(f.attempts <= 1 for f in sink.failures)
+
+
+def test_a_refusal_is_never_asked_again_even_on_a_host_that_delivers():
+    scheduler, clock, sink = make(tasks("a", 10), per_host=1)
+    task = next_task(scheduler, clock)
+    scheduler.finish(task, ok(task))
+    refused = next_task(scheduler, clock)
+    fail(scheduler, refused, denied(404))
+    rest = []
+    while not (turn := scheduler.next_turn()).finished:
+        rest.append(turn.task)
+        scheduler.finish(turn.task, ok(turn.task))
+    assert refused not in rest  # no retry and no second round: the answer would be the same
+    assert [(f.image, f.error, f.attempts) for f in sink.failures] == [(refused.item.name, "HTTP 404", 1)]
+
+
+def test_a_404_among_good_images_fails_that_image_alone():
+    scheduler, clock, sink = make(tasks("a", 200), per_host=4)
+    for i in range(200):
+        task = next_task(scheduler, clock)
+        if i % 3 == 0:  # a third of them, far more than the breaker's run, but never 8 in a row
+            fail(scheduler, task, denied(404))
+        else:
+            scheduler.finish(task, ok(task))
+    assert sink.verdicts == [] and len(sink.rows) == 133 and len(sink.failures) == 67
+    assert {f.error for f in sink.failures} == {"HTTP 404"}
+
+
+def test_refusals_and_5xx_count_in_one_run():
+    scheduler, clock, sink = make(tasks("a", 100), per_host=1)
+    answers = iter([denied(403), bad("HTTP 500")] * 10)
+    made = 0
+    while not sink.verdicts:
+        made += 1
+        fail(scheduler, next_task(scheduler, clock), next(answers))
+    assert made == 8
+    assert sink.verdicts[0][1].startswith(f"{HOST_FAILING}: 8 images in a row failed")
+
+
+# --------------------------------------------------------------------------
+# Placeholders: the same bytes for different requests
+# --------------------------------------------------------------------------
+
+
+def iiif_tasks(host: str, n: int, start: int = 0, policy: RetryPolicy = POLICY) -> list[Task]:
+    """Tasks whose URLs are IIIF requests for different regions of one page each."""
+    return [Task(item=Item(i, f"http://{host}/iiif/book/p{i}.tif/{i},0,300,300/256,256/0/default.jpg"),
+                 path=Path("/nonexistent"), rel_path=f"train/{i:08d}.jpg", host=host, state=policy.new_state())
+            for i in range(start, start + n)]
+
+
+def deliver(scheduler: HostScheduler, task: Task, digest: str) -> str:
+    """What a worker does with a decoded image: claim its bytes, then store it unless refused."""
+    refusal = scheduler.claim(task, digest)
+    task.attempts += 1
+    if refusal:
+        scheduler.finish(task, Attempt(error=refusal, trouble=Trouble.PLACEHOLDER, conclusive=True))
+    else:
+        scheduler.finish(task, Attempt(row=task.item.name, digest=digest))
+    return refusal
+
+
+def test_the_same_bytes_for_two_requests_fail_both_and_take_the_stored_one_back():
+    scheduler, clock, sink = make(iiif_tasks("a", 5), per_host=2)
+    first, second = take_all(scheduler)
+    assert deliver(scheduler, first, "d" * 64) == ""  # alone, nothing tells it from a face
+    assert sink.rows == [first.item.name]
+    refusal = deliver(scheduler, second, "d" * 64)
+    assert refusal == "a sent the same image for 2 different faces: a placeholder for a missing image?"
+    # The stored one goes back out with its file; the second never reached the disk.
+    assert [(f.image, f.error, path) for f, path in sink.placeholders] == [
+        (first.item.name, refusal, first.rel_path), (second.item.name, refusal, None)]
+    third = next_task(scheduler, clock)  # (two failures: one slot now)
+    assert deliver(scheduler, third, "d" * 64).startswith("a sent the same image for 3 different faces")
+    assert deliver(scheduler, next_task(scheduler, clock), "e" * 64) == ""  # other bytes are fine
+
+
+def test_one_request_under_two_image_numbers_is_not_a_placeholder():
+    """1.2 lists three faces twice, once over http and once over https: one request, the same bytes."""
+    group = iiif_tasks("a", 2)
+    url = group[0].item.url
+    group[1].item = Item(1, "https" + url[4:])
+    scheduler, clock, sink = make(group, per_host=1)
+    assert deliver(scheduler, next_task(scheduler, clock), "d" * 64) == ""
+    assert deliver(scheduler, next_task(scheduler, clock), "d" * 64) == ""
+    assert len(sink.rows) == 2 and sink.placeholders == []
+
+
+def test_an_image_being_written_when_its_bytes_turn_out_a_placeholder_is_taken_back_as_it_lands():
+    scheduler, clock, sink = make(iiif_tasks("a", 5), per_host=2)
+    writing, other = take_all(scheduler)
+    assert scheduler.claim(writing, "d" * 64) == ""  # its worker now writes the file
+    assert deliver(scheduler, other, "d" * 64) != ""
+    writing.attempts += 1
+    scheduler.finish(writing, Attempt(row=writing.item.name, digest="d" * 64))
+    assert sink.rows == []  # never reported stored
+    assert [(f.image, path) for f, path in sink.placeholders] == [
+        (other.item.name, None), (writing.item.name, writing.rel_path)]
+
+
+def test_an_image_kept_from_an_earlier_run_is_taken_back_too():
+    @dataclass
+    class Row:
+        image: str
+        url: str
+        sha256: str
+        path: str
+
+    group = iiif_tasks("a", 3)
+    kept = Row("00000099.jpg", "http://a/iiif/book/p99.tif/0,0,300,300/256,256/0/default.jpg", "d" * 64,
+               "train/00000099.jpg")
+    sink = Record()
+    scheduler = HostScheduler(group, 4, POLICY, sink, clock=Clock(), kept=[kept])
+    assert deliver(scheduler, scheduler.next_turn().task, "d" * 64) != ""
+    assert [(f.image, f.attempts, path) for f, path in sink.placeholders][0] == (kept.image, 0, kept.path)
+
+
+def test_a_host_sending_only_placeholders_is_given_up_after_the_run_of_a_host_that_never_delivered():
+    """The first placeholder is stored (alone it looks like a face); taken back, it must not leave
+    the host counted as one that delivered, which would double its run to 16."""
+    scheduler, clock, sink = make(iiif_tasks("a", 500), per_host=1)
+    made = 0
+    while not sink.verdicts:
+        made += 1
+        deliver(scheduler, next_task(scheduler, clock), "d" * 64)
+    assert made == 8
+    assert sink.verdicts[0][1] == (f"{HOST_FAILING}: a placeholder (one image sent for different faces) on 8 images "
+                                   "in a row, none delivered in between")
+    assert sink.rows == ["00000000.jpg"] and sink.placeholders[0][0].image == "00000000.jpg"  # stored, taken back
+    assert len(sink.failures) + len(sink.placeholders) == 500
+
+
+def test_a_live_host_with_a_few_missing_images_loses_only_those():
+    scheduler, clock, sink = make(iiif_tasks("a", 300), per_host=4)
+    missing = {10, 100, 101, 250}
+    while not (turn := scheduler.next_turn()).finished:
+        if turn.task is None:
+            clock.now = turn.wake_at
+            continue
+        i = turn.task.item.index
+        deliver(scheduler, turn.task, "d" * 64 if i in missing else f"{i:064x}")
+    assert sink.verdicts == [] and sink.failures == []
+    assert sorted(f.image for f, _ in sink.placeholders) == [f"{i:08d}.jpg" for i in sorted(missing)]
+    assert len(sink.rows) == 300 - len(missing) + 1  # the first one was stored, then taken back
