@@ -7,9 +7,10 @@ body, a gzip bomb); two healthy hosts serve the rest. `kaokore.download` runs wi
 default options (threads 12, per-host 4, retries 5, timeout 30 unless --timeout). For each
 kind, the table gives the requests the failing host received (for the proxy row: the
 CONNECTs for it), per image of that host, their rate while it was being asked, the
-connections it accepted, the run's wall time and exit status, and what the run lost on
-the healthy hosts. A "flaky+500" row puts a failing host next to a flaky one (every fifth
-first request cut) and says what the flaky one lost.
+connections it accepted, the run's wall time, the CPU the process used (the loopback
+servers' threads included), the exit status, and what the run lost on the healthy
+hosts. A "flaky+500" row puts a failing host next to a flaky one (every fifth first
+request cut) and says what the flaky one lost.
 
     python benchmarks/failing_host.py                 # every kind, 1,184 images on the failing host
     python benchmarks/failing_host.py --kinds 500 cut --images 300
@@ -26,6 +27,7 @@ import argparse
 import io
 import os
 import re
+import resource
 import ssl
 import sys
 import tempfile
@@ -105,12 +107,13 @@ class Row:
     failed_elsewhere: int
     reason: str
     connections: int = 0
+    cpu: float = 0.0  # of the whole process, the loopback servers' threads included
 
     def line(self) -> str:
         rate = self.requests / self.seconds_asked if self.seconds_asked > 0 else float("nan")
         return (f"| {LABELS[self.kind]} | {self.requests:,} | {self.requests / self.images:.3f} | "
                 f"{rate:.1f}/s over {self.seconds_asked:.1f} s | {self.connections:,} | {self.wall:.1f} s | "
-                f"{self.exit_status} | {self.failed_elsewhere} |")
+                f"{self.cpu:.1f} s | {self.exit_status} | {self.failed_elsewhere} |")
 
 
 def make_metadata(srv: FakeIIIF, folder: Path, failing_images: int, others: int) -> dict[int, str]:
@@ -191,6 +194,8 @@ def run(kind: str, fault: Fault | None, delay: float, failing_images: int, other
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)
             err = io.StringIO()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_before = usage.ru_utime + usage.ru_stime
             started = time.monotonic()
             try:
                 summary = kaokore.download(tmp / "data", metadata_dir=tmp / "metadata", verify=ca or True, stream=err,
@@ -202,6 +207,8 @@ def run(kind: str, fault: Fault | None, delay: float, failing_images: int, other
                     else:
                         os.environ[k] = v
             wall = time.monotonic() - started
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = usage.ru_utime + usage.ru_stime - cpu_before
             failing = host_key(srv.base_urls[FAILING])
             if fault is None:
                 times = [t for (m, target), t in zip(srv.proxy_log, srv.proxy_times)
@@ -214,7 +221,7 @@ def run(kind: str, fault: Fault | None, delay: float, failing_images: int, other
         reasons = {f.error for f in summary.failures if host_key(f.url) == failing}
         reason = max(reasons, key=lambda r: sum(f.error == r for f in summary.failures)) if reasons else ""
         return Row(kind, len(times), failing_images, (max(times) - min(times)) if times else 0.0, wall,
-                   summary.exit_status, lost_elsewhere, reason, connections if fault is not None else 0)
+                   summary.exit_status, lost_elsewhere, reason, connections if fault is not None else 0, cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     where = (f"{args.real}, every {args.every}th image" if args.real else
              f"{args.images} images on the failing host, {args.others} on each of two healthy ones")
     print(f"{where}; default options, --timeout {args.timeout:g}; oversize bodies {args.huge_mb:g} MB\n")
-    print("| the host answers | requests to it | per image | rate while asked | connections | wall time | exit "
+    print("| the host answers | requests to it | per image | rate while asked | connections | wall time | CPU | exit "
           "| lost elsewhere |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = []
     for kind, (fault, delay) in kinds.items():
         row = run(kind, fault, delay, args.images, args.others, timeout=args.timeout,
