@@ -18,7 +18,7 @@ import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
 from kaokore.fetch import RetryPolicy
 from kaokore.session import host_key
-from kaokore.store import MANIFEST, ManifestRow, write_manifest
+from kaokore.store import MANIFEST, Journal, ManifestRow, write_manifest
 
 N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200
 FAILING = 0
@@ -159,6 +159,30 @@ def test_a_placeholder_stored_first_is_taken_back_out(srv, tmp_path):
     for i, url in synth.urls.items():
         if i not in (first, second):
             assert image_files(root)[synth.name(i)].read_bytes() == srv.expected_bytes(url)
+
+
+def test_a_row_taken_back_does_not_come_back_from_the_journal_of_a_killed_run(srv, tmp_path):
+    """A run killed after the stored placeholder's row reached its journal, and after the file was
+    taken back: the rerun does not count the image present on the journal's word, it fetches it."""
+    synth = make_synthetic(srv, tmp_path, n=30, blank=(), unlabeled=())
+    first, second = 3, 12
+    srv.inject(synth.urls[first], Fault.PLACEHOLDER, times=1)
+    srv.inject(synth.urls[second], Fault.PLACEHOLDER, times=1)
+    root, err = tmp_path / "data", io.StringIO()
+    kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, stream=err, per_host=1, threads=1)
+    path = next(line.split("took ", 1)[1].split(" back out", 1)[0] for line in err.getvalue().splitlines()
+                if "back out of DIR" in line)
+    journal = Journal(root)
+    journal.append(ManifestRow(synth.name(first), path, synth.urls[first], sha(srv.placeholder_bytes),
+                               len(srv.placeholder_bytes), 256, 256, "RGB", False, "split"))
+    journal.close()
+
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
+
+    assert summary.exit_status == EXIT_OK and summary.downloaded == 2  # the server now sends both faces
+    assert (root / path).read_bytes() == srv.expected_bytes(synth.urls[first])
+    assert manifest(root)[synth.name(first)]["sha256"] == sha(srv.expected_bytes(synth.urls[first]))
+    assert kaokore.verify(root).ok
 
 
 def test_a_placeholder_kept_by_an_earlier_run_is_taken_back_when_a_second_one_comes(srv, tmp_path):
