@@ -70,7 +70,7 @@ _SIZE_RE = re.compile(r"(!)?(-?\d*),(-?\d*)")
 
 class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
     S503 = "s503"
-    S503_RETRY_AFTER = "s503_retry_after"  # with Retry-After: 5, as a server in maintenance says
+    S503_RETRY_AFTER = "s503_retry_after"  # Retry-After: 5 (or FakeIIIF(retry_after=)), as in maintenance
     S429 = "s429"
     S500 = "s500"
     S502 = "s502"
@@ -283,12 +283,12 @@ def _build_bomb_png(side: int = BOMB_SIDE) -> bytes:
     )
 
 
-def _instant_fault_reply(fault: Fault, self_url: str) -> _Reply | None:
+def _instant_fault_reply(fault: Fault, self_url: str, retry_after: str = "5") -> _Reply | None:
     """Replies for faults that never reach the (capacity-limited) renderer."""
     if fault is Fault.S503:
         return _text(503, "Service Unavailable")
     if fault is Fault.S503_RETRY_AFTER:
-        return _Reply(503, b"Service Unavailable\n", "text/plain", (("Retry-After", "5"),))
+        return _Reply(503, b"Service Unavailable\n", "text/plain", (("Retry-After", retry_after),))
     if fault is Fault.S429:
         return _Reply(429, b"Too Many Requests\n", "text/plain", (("Retry-After", "1"),))
     if fault is Fault.S500:
@@ -491,6 +491,7 @@ class _HostFault:
     every: int = 1
     delay: float = 0.0
     first_only: bool = False  # only a URL's first request: its retries always succeed
+    after: int = 0  # the host's first `after` image requests are answered normally: a host that delivered, then broke
     requests: int = field(default=0, compare=False)
 
 
@@ -616,6 +617,7 @@ class FakeIIIF:
         ssl_context=None,
         stall_seconds: float = 60.0,
         trickle_interval: float = 0.1,
+        retry_after: int | str = 5,
     ) -> None:
         if hosts < 1:
             raise ValueError("hosts must be >= 1")
@@ -626,6 +628,7 @@ class FakeIIIF:
         self.capacity = capacity
         self.stall_seconds = stall_seconds
         self.trickle_interval = trickle_interval
+        self.retry_after = str(retry_after)  # what S503_RETRY_AFTER asks for: seconds or an HTTP date
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._faults: dict[tuple[int | None, str], collections.deque[list]] = {}
@@ -695,9 +698,12 @@ class FakeIIIF:
         """Make host ``index`` dead: connections are refused and open ones are cut."""
         self._close_host(index)
 
-    def fail_host(self, index: int, fault: Fault, *, delay: float = 0.0) -> None:
-        """Fault every image request to host ``index`` (after ``delay`` seconds each) until ``heal_host``."""
-        self._set_host_fault(index, _HostFault(Fault(fault), every=1, delay=delay))
+    def fail_host(self, index: int, fault: Fault, *, delay: float = 0.0, after: int = 0) -> None:
+        """Fault every image request to host ``index`` (after ``delay`` seconds each) until ``heal_host``;
+        with ``after``, only once the host has answered that many image requests normally."""
+        if after < 0:
+            raise ValueError("after must be >= 0")
+        self._set_host_fault(index, _HostFault(Fault(fault), every=1, delay=delay, after=after))
 
     def flaky_host(self, index: int, fault: Fault, every: int = 5) -> None:
         """Fault every ``every``-th image request to host ``index``, if it is its URL's first request.
@@ -912,7 +918,8 @@ class FakeIIIF:
             if rule is None:
                 return None
             rule.requests += 1
-            hit = rule.requests % rule.every == 0 and (not rule.first_only or self._counts[(host, path)] == 1)
+            hit = (rule.requests > rule.after and rule.requests % rule.every == 0
+                   and (not rule.first_only or self._counts[(host, path)] == 1))
         if not hit:
             return None
         self._pause(rule.delay)
@@ -1024,7 +1031,7 @@ class FakeIIIF:
             if fault is Fault.TRICKLE:
                 handler.write_trickle(self.trickle_interval, self._stopping)
                 return
-            instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path)
+            instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path, self.retry_after)
             if instant:
                 handler.write_reply(instant)
                 return
