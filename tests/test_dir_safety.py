@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -168,17 +169,107 @@ def test_safefs_never_follows_a_link_swapped_in_after_the_check(tmp_path, outsid
     assert safefs.inside(root, "train") is False and safefs.inside(root, "dev/x") is True
 
 
-def test_verify_and_info_do_not_read_through_a_link_leading_outside(srv, synth, tmp_path, capsys, outside):
+SECRET_COLOUR = (255, 0, 255)  # no synthetic face is a flat magenta
+
+
+def someone_elses_image() -> bytes:
+    from PIL import Image
+
+    from helpers import encode
+
+    return encode(Image.new("RGB", (256, 256), SECRET_COLOUR))
+
+
+def is_secret(pixels) -> bool:
+    """Whether a decoded image (H x W x 3, any array) is the flat magenta planted outside DIR."""
+    import numpy as np
+
+    pixels = np.asarray(pixels, dtype=np.int16)
+    return bool(np.abs(pixels - np.array(SECRET_COLOUR)).max() <= 8)
+
+
+def plant(root: Path, outside: Path, what: str) -> list[str]:
+    """A link leading outside DIR in place of a metadata file, an image or a class folder; the
+    labelled train images it hides (gender layout: image 0 is a male train image)."""
+    if what in ("labels.csv", "manifest.csv"):
+        real = (root / what).read_text()
+        # Another user's file: flipped labels, or a manifest vouching for their image.
+        forged = real.replace(",0,", ",1,") if what == "labels.csv" else real.replace("http://", "http://SECRET.")
+        (outside / what).write_text(forged)
+        (root / what).unlink()
+        (root / what).symlink_to(outside / what)
+        return []
+    male = root / "train" / "male"
+    hidden = sorted(p.name for p in male.glob("*.jpg")) if what == "class folder" else ["00000000.jpg"]
+    for name in hidden:
+        (outside / name).write_bytes(someone_elses_image())
+        (male / name).unlink()
+    if what == "class folder":
+        male.rmdir()
+        male.symlink_to(outside)
+    else:
+        (male / "00000000.jpg").symlink_to(outside / "00000000.jpg")
+    return hidden
+
+
+@pytest.mark.parametrize("what", ["labels.csv", "manifest.csv", "image", "class folder"])
+def test_verify_info_and_the_loaders_never_read_through_a_link_leading_outside(
+        srv, synth, tmp_path, capsys, outside, what):
+    """What the commands print and the loaders return comes from DIR alone: a link leading outside
+    is reported (a metadata file: exit 2; an image or a class folder: the images are missing)."""
     root = tmp_path / "data"
-    assert download(capsys, root, synth)[0] == EXIT_OK
-    (root / "kaokore.json").unlink()
-    (root / "kaokore.json").symlink_to(outside / "thesis.txt")
-    assert store.read_state(root) == {}
-    assert store.read_rows(root / "nothing") == {}
-    (root / "manifest.csv").rename(root / "manifest.real.csv")
-    (outside / "manifest.csv").write_bytes((root / "manifest.real.csv").read_bytes())
-    (root / "manifest.csv").symlink_to(outside / "manifest.csv")
-    assert store.read_manifest(root) == {}
+    assert download(capsys, root, synth, "--layout", "gender")[0] == EXIT_OK
+    train = sorted(synth.name(i) for i, (split, _, _) in synth.labels.items() if split == "train" and i in synth.urls)
+    hidden = plant(root, outside, what)
+    before = snapshot(outside)
+
+    code, out, err = run_cli(capsys, "verify", "--dir", str(root), "--json")
+    assert "SECRET" not in out + err
+    if what == "labels.csv":
+        assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "labels.csv" in err
+    else:
+        report = json.loads(out)
+        assert code == EXIT_INCOMPLETE
+        kinds = {(p["where"], p["kind"]) for p in report["problems"]}
+        if what == "manifest.csv":  # not read: no image has a row
+            assert kinds == {(synth.name(i), "unlisted") for i in synth.urls}
+        else:
+            assert kinds == {(name, "missing") for name in hidden}
+            assert all("symbolic link leading outside" in p["detail"] for p in report["problems"])
+
+    code, out, err = run_cli(capsys, "info", "--dir", str(root), "--json")
+    assert "SECRET" not in out + err
+    if what == "labels.csv":
+        assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "labels.csv" in err
+    else:
+        info = json.loads(out)
+        assert code == EXIT_OK and info["present"] == len(synth.urls) - len(hidden)
+        assert info["split_present"]["train"] == len(train) - len(hidden)
+        assert info["manifest"] is None if what == "manifest.csv" else info["manifest"] is not None
+
+    from kaokore.errors import MetadataError
+    from kaokore.index import MissingImagesWarning
+
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    import kaokore.tensorflow as tf_loader
+    import kaokore.torch as torch_loader
+    if what == "labels.csv":
+        for load in (torch_loader.KaoKore, tf_loader.load):
+            with pytest.raises(MetadataError, match="symbolic link leading outside"):
+                load(root, split="train", category="gender")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingImagesWarning)  # the hidden images are left out, and said so
+            dataset = torch_loader.KaoKore(root, split="train", category="gender")
+            tf_dataset = tf_loader.load(root, split="train", category="gender")
+        names = [Path(path).name for path, _ in dataset.samples]
+        assert names == [name for name in train if name not in hidden]
+        assert all(os.path.realpath(path).startswith(os.path.realpath(root) + os.sep) for path, _ in dataset.samples)
+        assert not any(is_secret(dataset[i][0]) for i in range(len(dataset)))
+        tf_images = [image.numpy() for image, _ in tf_dataset]
+        assert len(tf_images) == len(names) and not any(is_secret(image) for image in tf_images)
+    assert snapshot(outside) == before
 
 
 # --- the run lock ------------------------------------------------------------------------------
@@ -393,20 +484,6 @@ def test_a_folder_squatting_one_image_fails_that_image_alone(srv, synth, tmp_pat
     code, _, err = download(capsys, root, synth)
     assert code == EXIT_OK, err
     assert not (root / "failures.csv").exists()
-
-
-def test_the_loaders_do_not_read_metadata_through_a_link_leading_outside(srv, synth, tmp_path, capsys, outside):
-    from kaokore.errors import MetadataError
-    from kaokore.index import read_index
-
-    root = tmp_path / "data"
-    assert download(capsys, root, synth)[0] == EXIT_OK
-    forged = (root / "labels.csv").read_text().replace(",0,", ",1,")  # another user's labels
-    (outside / "labels.csv").write_text(forged)
-    (root / "labels.csv").unlink()
-    (root / "labels.csv").symlink_to(outside / "labels.csv")
-    with pytest.raises(MetadataError, match="symbolic link leading outside"):
-        read_index(root, "train", "gender")
 
 
 def test_verify_lists_no_file_of_a_folder_linked_outside(srv, synth, tmp_path, capsys, outside):
