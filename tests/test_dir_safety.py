@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -282,7 +283,9 @@ go, stop, marker = (os.path.join(root, n) for n in ("go", "stop", "held-by-one")
 while not os.path.exists(go):
     time.sleep(0.001)
 counts = {"holds": 0, "busy": 0, "overlaps": 0, "seen_held": 0, "rounds": 0}
-for counts["rounds"] in range(1, rounds + 1):
+# A watcher is a looker that looks until told to stop, which is after every holder finished: it
+# overlaps the holders wholly, however the processes were scheduled.
+for counts["rounds"] in range(1, rounds + 1 if role != "watcher" else 10**9):
     if role == "holder":
         try:
             with exclusive(root):
@@ -297,7 +300,7 @@ for counts["rounds"] in range(1, rounds + 1):
             counts["busy"] += 1
         if counts["busy"] >= 100 and counts["holds"] >= 100:
             break
-    elif role == "looker":
+    else:  # looker, watcher
         counts["seen_held"] += is_held(root)
         if os.path.exists(stop):
             break
@@ -335,11 +338,44 @@ def test_lock_stress_no_two_processes_ever_hold_dir_at_once(tmp_path):
 
 def test_lookers_never_make_a_lone_download_refuse(tmp_path):
     """verify/info look with a shared lock for an instant; a download meeting only them waits, never refuses."""
-    roles = ["holder", "looker", "looker"]
+    roles = ["holder", "watcher", "watcher"]
     results = run_lock_workers(tmp_path / "d", roles, rounds=3000)
     holder, lookers = results[0], results[1:]
-    assert holder["busy"] == 0 and holder["overlaps"] == 0 and holder["holds"] == holder["rounds"]
-    assert all(r["rounds"] > 0 for r in lookers)
+    assert holder["busy"] == 0 and holder["overlaps"] == 0 and holder["holds"] == holder["rounds"] == 3000
+    # The lookers did see the download hold DIR (3000 times it did), so the holder met them and waited.
+    assert all(r["seen_held"] > 0 for r in lookers), lookers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child hooks read /proc/self/fd")
+def test_two_real_downloads_in_one_dir_the_second_exits_2_at_once_and_asks_nothing(srv, synth, tmp_path, capsys):
+    """Two `kaokore download` processes, the first held in the middle of its run (tests/child_hooks.py
+    stops it as it writes its first image): the second exits 2 with one line and sends no request
+    (its requests would go through the proxy, which saw none); the first then completes."""
+    root, held, release = tmp_path / "data", tmp_path / "held", tmp_path / "release"
+    tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+    argv = [sys.executable, "-c", "import child_hooks, runpy; runpy.run_module('kaokore', run_name='__main__')",
+            "download", "--dir", str(root), "--metadata-dir", str(synth.meta_dir), "--quiet"]
+    first = subprocess.Popen(argv, env={**env, "KAOKORE_TEST_HOLD_OPEN": rf"\.jpg\..*{TMP_SUFFIX}$ {held} {release}"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.01)
+        proxied = {k: v for k, v in env.items() if k.lower() != "no_proxy"}
+        second = subprocess.run(argv, env={**proxied, "HTTP_PROXY": srv.proxy_url, "http_proxy": srv.proxy_url},
+                                capture_output=True, text=True, timeout=60)
+        assert first.poll() is None  # the first still ran, holding DIR
+    finally:
+        release.touch()
+        out, err = first.communicate(timeout=60)
+    assert second.returncode == EXIT_USAGE and second.stdout == ""
+    assert second.stderr == (f"kaokore: error: another kaokore download is using {str(root)!r}; "
+                             "wait for it to finish or pass another --dir\n")
+    assert srv.proxy_log == []  # not a metadata file, not an image
+    assert first.returncode == EXIT_OK, err
+    assert run_cli(capsys, "verify", "--dir", str(root))[0] == EXIT_OK
 
 
 def test_the_lock_file_stays_and_is_not_a_stray(srv, synth, tmp_path, capsys):
