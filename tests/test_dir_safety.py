@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from helpers import image_files, make_synthetic, run_cli
-from iiif_server import Fault
 
 from kaokore import safefs, store
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
@@ -415,7 +414,7 @@ def test_a_lock_file_that_is_a_link_inside_dir_is_refused_not_followed(srv, synt
     assert (root / "mine.txt").read_bytes() == b"keep" and (root / LOCK).is_symlink()
 
 
-# --- full disks and squatted paths ---------------------------------------------------------------
+# --- full disks and squatted paths (a real full disk, quota, read-only: test_full_disk.py) -------------
 
 @pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EROFS"])
 def test_errors_of_the_disk_stop_the_run_errors_of_one_path_fail_that_image(tmp_path, monkeypatch, code):
@@ -448,43 +447,6 @@ def disk_fills_after(monkeypatch, images: int, also: tuple[str, ...] = ()):
 
     monkeypatch.setattr(store, "write_file", write_file)
     return landed
-
-
-def test_a_full_disk_stops_with_one_line_saves_the_record_and_a_rerun_completes(srv, tmp_path, capsys, monkeypatch):
-    synth = make_synthetic(srv, tmp_path, n=60, blank=(), unlabeled=())
-    root = tmp_path / "data"
-    gone = {i for i in synth.urls if i % 3 == 0}  # one host's images, so some fail before the disk fills
-    for i in gone:
-        srv.inject(synth.urls[i], Fault.S404)
-    landed = disk_fills_after(monkeypatch, 5)
-
-    code, out, err = download(capsys, root, synth, "--json", "--threads", "1")
-
-    assert code == EXIT_USAGE
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("kaokore: error: cannot write ") and "No space left on device" in lines[-1]
-    assert str(root) in lines[-1] and ".jpg" in lines[-1]  # names the path
-    assert "INCOMPLETE" in lines[-2] and "not attempted" in lines[-2]  # the summary line still
-    assert "Traceback" not in err
-    doc = json.loads(out)
-    assert doc["exit_status"] == EXIT_USAGE and "No space left on device" in doc["error"]
-    assert doc["downloaded"] == 5 and doc["not_attempted"] > 0 and doc["complete"] is False
-    rows = list(csv.DictReader(open(root / "manifest.csv")))
-    assert sorted(r["path"] for r in rows) == sorted(landed)
-    failures = {f["image"]: f["error"] for f in csv.DictReader(open(root / "failures.csv"))}
-    full = [name for name, error in failures.items() if "No space left on device" in error]
-    assert len(full) == 1 and failures.pop(full[0]) == doc["error"]  # the image that met the full disk
-    assert failures and set(failures) <= {synth.name(i) for i in gone}  # and those that failed before
-    assert doc["failed"] == len(failures) + 1
-    assert not list(root.rglob(f"*{TMP_SUFFIX}"))  # the room kept for the record was given back
-
-    monkeypatch.undo()
-    srv.clear_faults()
-    srv.reset_stats()
-    code, _, err = download(capsys, root, synth)
-    assert code == EXIT_OK, err
-    assert len(image_requests(srv)) == len(synth.urls) - 5  # what landed was kept
-    assert len(image_files(root)) == len(synth.urls)
 
 
 def test_when_the_manifest_cannot_be_written_either_the_first_error_is_the_one_reported(
@@ -569,17 +531,6 @@ def _disk_full(monkeypatch) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safefs, "_write_file", full)
-
-
-def test_a_complete_tree_reruns_on_a_full_disk_writing_nothing(srv, synth, tmp_path, capsys, monkeypatch):
-    root = tmp_path / "data"
-    assert download(capsys, root, synth)[0] == EXIT_OK
-    before = snapshot(root)
-    srv.reset_stats()
-    _disk_full(monkeypatch)
-    code, _, err = download(capsys, root, synth)
-    assert code == EXIT_OK, err
-    assert image_requests(srv) == [] and snapshot(root) == before
 
 
 def test_a_disk_full_before_any_image_still_gives_a_summary_and_json(srv, synth, tmp_path, capsys, monkeypatch):
