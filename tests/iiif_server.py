@@ -665,6 +665,7 @@ class FakeIIIF:
         self._agents: list[str] = []
         self._in_flight = {i: 0 for i in range(hosts)}
         self._peak = {i: 0 for i in range(hosts)}
+        self._peak_total = 0  # across all hosts at once
         self._connections = {i: 0 for i in range(hosts)}
 
     # -- lifecycle ---------------------------------------------------------
@@ -836,6 +837,12 @@ class FakeIIIF:
             return dict(self._peak)
 
     @property
+    def peak_total_concurrency(self) -> int:
+        """The most requests in flight at once, all hosts together."""
+        with self._lock:
+            return self._peak_total
+
+    @property
     def connections_opened(self) -> dict[int, int]:
         with self._lock:
             return dict(self._connections)
@@ -847,6 +854,7 @@ class FakeIIIF:
             self._init_stats(len(self._servers))
             self._in_flight = in_flight
             self._peak = dict(in_flight)  # requests still running remain "in flight"
+            self._peak_total = sum(in_flight.values())
 
     def expected_bytes(self, url: str, fault: Fault | None = None) -> bytes:
         """Body a request for ``url`` gets when not faulted, or when faulted with
@@ -878,6 +886,7 @@ class FakeIIIF:
             self._counts[(host, path)] += 1
             self._in_flight[host] += 1
             self._peak[host] = max(self._peak[host], self._in_flight[host])
+            self._peak_total = max(self._peak_total, sum(self._in_flight.values()))
         finished = False
 
         def done() -> None:
