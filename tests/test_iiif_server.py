@@ -252,6 +252,16 @@ def test_capacity_limits_service_but_peak_counts_waiting_requests():
         assert elapsed >= 0.55  # three waves of two
 
 
+def test_peak_total_concurrency_counts_every_host_together():
+    with FakeIIIF(hosts=3, server_time=1.0) as server:
+        results = run_concurrently([server.url(h, f"id/{i}") for h in range(3) for i in range(2)])
+        assert all(r.status_code == 200 for r in results)
+        assert server.peak_concurrency == {0: 2, 1: 2, 2: 2} and server.peak_total_concurrency == 6
+        server.reset_stats()
+        get(server.url(0, "id/9"))
+        assert server.peak_total_concurrency == 1
+
+
 def test_server_time_without_capacity_runs_in_parallel():
     """No request waits for another: the server saw all six before it answered any (a server
     taking them one at a time would answer the first a whole server_time before seeing the last)."""

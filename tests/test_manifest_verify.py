@@ -296,6 +296,26 @@ def test_verify_of_a_smoke_tree_caps_its_lines_and_says_why(srv, synth, tmp_path
     assert doc["missing"] == 55 and len(doc["problems"]) == 55
 
 
+def test_verify_split_checks_the_subset_a_split_download_fetched(srv, synth, tmp_path, capsys):
+    root = tmp_path / "data"
+    kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True, splits=["dev"])
+    dev = sorted(synth.name(i) for i, (split, _, _) in synth.labels.items() if split == "dev" and i in synth.urls)
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(root), "--split", "dev", "--json")
+    doc = json.loads(out)
+    assert code == EXIT_OK and (doc["expected"], doc["intact"], doc["problems"]) == (len(dev), len(dev), [])
+    code, out, _ = run_cli(capsys, "verify", "--dir", str(root), "--json")  # the whole tree: the rest is missing
+    doc = json.loads(out)
+    assert code == EXIT_INCOMPLETE and doc["missing"] == len(synth.urls) - len(dev)
+
+    kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True)
+    damaged = root / "train" / synth.name(0)
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    for splits, expected in ((["dev"], EXIT_OK), (["dev", "test"], EXIT_OK), (["train"], EXIT_INCOMPLETE)):
+        code, out, _ = run_cli(capsys, "verify", "--dir", str(root), *(f"--split={s}" for s in splits))
+        assert code == expected, (splits, out)
+    assert f"{synth.name(0)}: checksum" in out
+
+
 def test_verify_json_answers_even_when_it_cannot_start(tmp_path, capsys):
     code, out, err = run_cli(capsys, "verify", "--dir", str(tmp_path / "absent"), "--json")
     assert code == EXIT_USAGE
