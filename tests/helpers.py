@@ -77,6 +77,14 @@ def image_files(root: Path) -> dict[str, Path]:
     return {p.name: p for p in root.rglob("*.jpg") if p.parent != root}
 
 
+def fingerprint_by_hand(root: Path) -> str:
+    """The dataset fingerprint from its definition (the dataset card, kaokore/fingerprint.py), with
+    hashlib and the files on disk: SHA-256 of the lines `<image sha256>  <image name>`, sorted by name."""
+    lines = "".join(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {name}\n"
+                    for name, path in sorted(image_files(root).items()))
+    return "sha256:" + hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     from kaokore.cli import main
 

@@ -82,7 +82,7 @@ _SIZE_RE = re.compile(r"(!)?(-?\d*),(-?\d*)")
 
 class Fault(str, Enum):  # not StrEnum: the package supports Python 3.10
     S503 = "s503"
-    S503_RETRY_AFTER = "s503_retry_after"  # with Retry-After: 5, as a server in maintenance says
+    S503_RETRY_AFTER = "s503_retry_after"  # Retry-After: 5 (or FakeIIIF(retry_after=)), as in maintenance
     S429 = "s429"
     S500 = "s500"
     S502 = "s502"
@@ -322,12 +322,12 @@ def _build_placeholder() -> bytes:
     return _encode(image, "JPEG")
 
 
-def _instant_fault_reply(fault: Fault, self_url: str) -> _Reply | None:
+def _instant_fault_reply(fault: Fault, self_url: str, retry_after: str = "5") -> _Reply | None:
     """Replies for faults that never reach the (capacity-limited) renderer."""
     if fault is Fault.S503:
         return _text(503, "Service Unavailable")
     if fault is Fault.S503_RETRY_AFTER:
-        return _Reply(503, b"Service Unavailable\n", "text/plain", (("Retry-After", "5"),))
+        return _Reply(503, b"Service Unavailable\n", "text/plain", (("Retry-After", retry_after),))
     if fault is Fault.S429:
         return _Reply(429, b"Too Many Requests\n", "text/plain", (("Retry-After", "1"),))
     if fault is Fault.S500:
@@ -549,6 +549,7 @@ class _HostFault:
     every: int = 1
     delay: float = 0.0
     first_only: bool = False  # only a URL's first request: its retries always succeed
+    after: int = 0  # the host's first `after` image requests are answered normally: a host that delivered, then broke
     requests: int = field(default=0, compare=False)
 
 
@@ -676,6 +677,7 @@ class FakeIIIF:
         trickle_interval: float = 0.1,
         huge_body_size: int = HUGE_BODY_SIZE,
         gzip_bomb_size: int = GZIP_BOMB_SIZE,
+        retry_after: int | str = 5,
     ) -> None:
         if hosts < 1:
             raise ValueError("hosts must be >= 1")
@@ -688,6 +690,7 @@ class FakeIIIF:
         self.trickle_interval = trickle_interval
         self.huge_body_size = huge_body_size
         self.gzip_bomb_size = gzip_bomb_size
+        self.retry_after = str(retry_after)  # what S503_RETRY_AFTER asks for: seconds or an HTTP date
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._faults: dict[tuple[int | None, str], collections.deque[list]] = {}
@@ -727,6 +730,7 @@ class FakeIIIF:
         self._agents: list[str] = []
         self._in_flight = {i: 0 for i in range(hosts)}
         self._peak = {i: 0 for i in range(hosts)}
+        self._peak_total = 0  # across all hosts at once
         self._connections = {i: 0 for i in range(hosts)}
 
     # -- lifecycle ---------------------------------------------------------
@@ -760,9 +764,12 @@ class FakeIIIF:
         """Make host ``index`` dead: connections are refused and open ones are cut."""
         self._close_host(index)
 
-    def fail_host(self, index: int, fault: Fault, *, delay: float = 0.0) -> None:
-        """Fault every image request to host ``index`` (after ``delay`` seconds each) until ``heal_host``."""
-        self._set_host_fault(index, _HostFault(Fault(fault), every=1, delay=delay))
+    def fail_host(self, index: int, fault: Fault, *, delay: float = 0.0, after: int = 0) -> None:
+        """Fault every image request to host ``index`` (after ``delay`` seconds each) until ``heal_host``;
+        with ``after``, only once the host has answered that many image requests normally."""
+        if after < 0:
+            raise ValueError("after must be >= 0")
+        self._set_host_fault(index, _HostFault(Fault(fault), every=1, delay=delay, after=after))
 
     def flaky_host(self, index: int, fault: Fault, every: int = 5) -> None:
         """Fault every ``every``-th image request to host ``index``, if it is its URL's first request.
@@ -910,6 +917,12 @@ class FakeIIIF:
             return dict(self._peak)
 
     @property
+    def peak_total_concurrency(self) -> int:
+        """The most requests in flight at once, all hosts together."""
+        with self._lock:
+            return self._peak_total
+
+    @property
     def connections_opened(self) -> dict[int, int]:
         with self._lock:
             return dict(self._connections)
@@ -921,6 +934,7 @@ class FakeIIIF:
             self._init_stats(len(self._servers))
             self._in_flight = in_flight
             self._peak = dict(in_flight)  # requests still running remain "in flight"
+            self._peak_total = sum(in_flight.values())
 
     def expected_bytes(self, url: str, fault: Fault | None = None) -> bytes:
         """Body a request for ``url`` gets when not faulted, or when faulted with
@@ -952,6 +966,7 @@ class FakeIIIF:
             self._counts[(host, path)] += 1
             self._in_flight[host] += 1
             self._peak[host] = max(self._peak[host], self._in_flight[host])
+            self._peak_total = max(self._peak_total, sum(self._in_flight.values()))
         finished = False
 
         def done() -> None:
@@ -992,7 +1007,8 @@ class FakeIIIF:
             if rule is None:
                 return None
             rule.requests += 1
-            hit = rule.requests % rule.every == 0 and (not rule.first_only or self._counts[(host, path)] == 1)
+            hit = (rule.requests > rule.after and rule.requests % rule.every == 0
+                   and (not rule.first_only or self._counts[(host, path)] == 1))
         if not hit:
             return None
         self._pause(rule.delay)
@@ -1131,7 +1147,7 @@ class FakeIIIF:
                 handler.write_reply(_Reply(200, self._gzip_bomb_body(), "image/jpeg",
                                            (("Content-Encoding", "gzip"),)))
                 return
-            instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path)
+            instant = fault and _instant_fault_reply(fault, self.base_urls[host] + handler.path, self.retry_after)
             if instant:
                 handler.write_reply(instant)
                 return

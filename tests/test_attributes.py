@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import run_cli
+from helpers import fingerprint_by_hand, run_cli
 from synthetic import expected_attributes
 
 import kaokore
@@ -149,9 +149,6 @@ def test_info_counts_by_work_holder_and_orientation_and_prints_the_fingerprint(s
     import json
     from collections import Counter
 
-    from kaokore.fingerprint import dataset_fingerprint
-    from kaokore.store import read_manifest
-
     root = tmp_path / "data"
     kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True, limit=10)
     for by in ("work", "holder", "orientation"):
@@ -161,7 +158,7 @@ def test_info_counts_by_work_holder_and_orientation_and_prints_the_fingerprint(s
         listed = Counter(expected_attributes(i, synth.labels.get(i))[by] for i in synth.urls)
         assert {v: c["listed"] for v, c in counts.items()} == dict(listed)
         assert sum(c["present"] for c in counts.values()) == 10
-    fingerprint = dataset_fingerprint(read_manifest(root).values())
+    fingerprint = fingerprint_by_hand(root)
     code, out, _ = run_cli(capsys, "info", "--dir", str(root), "--by", "holder")
     assert "Kyoto University" in out and f"fingerprint     {fingerprint}" in out
     code, out, _ = run_cli(capsys, "verify", "--dir", str(root), "--limit", "10")

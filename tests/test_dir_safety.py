@@ -13,12 +13,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 from helpers import image_files, make_synthetic, run_cli
-from iiif_server import Fault
 
 from kaokore import safefs, store
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
@@ -168,17 +169,107 @@ def test_safefs_never_follows_a_link_swapped_in_after_the_check(tmp_path, outsid
     assert safefs.inside(root, "train") is False and safefs.inside(root, "dev/x") is True
 
 
-def test_verify_and_info_do_not_read_through_a_link_leading_outside(srv, synth, tmp_path, capsys, outside):
+SECRET_COLOUR = (255, 0, 255)  # no synthetic face is a flat magenta
+
+
+def someone_elses_image() -> bytes:
+    from PIL import Image
+
+    from helpers import encode
+
+    return encode(Image.new("RGB", (256, 256), SECRET_COLOUR))
+
+
+def is_secret(pixels) -> bool:
+    """Whether a decoded image (H x W x 3, any array) is the flat magenta planted outside DIR."""
+    import numpy as np
+
+    pixels = np.asarray(pixels, dtype=np.int16)
+    return bool(np.abs(pixels - np.array(SECRET_COLOUR)).max() <= 8)
+
+
+def plant(root: Path, outside: Path, what: str) -> list[str]:
+    """A link leading outside DIR in place of a metadata file, an image or a class folder; the
+    labelled train images it hides (gender layout: image 0 is a male train image)."""
+    if what in ("labels.csv", "manifest.csv"):
+        real = (root / what).read_text()
+        # Another user's file: flipped labels, or a manifest vouching for their image.
+        forged = real.replace(",0,", ",1,") if what == "labels.csv" else real.replace("http://", "http://SECRET.")
+        (outside / what).write_text(forged)
+        (root / what).unlink()
+        (root / what).symlink_to(outside / what)
+        return []
+    male = root / "train" / "male"
+    hidden = sorted(p.name for p in male.glob("*.jpg")) if what == "class folder" else ["00000000.jpg"]
+    for name in hidden:
+        (outside / name).write_bytes(someone_elses_image())
+        (male / name).unlink()
+    if what == "class folder":
+        male.rmdir()
+        male.symlink_to(outside)
+    else:
+        (male / "00000000.jpg").symlink_to(outside / "00000000.jpg")
+    return hidden
+
+
+@pytest.mark.parametrize("what", ["labels.csv", "manifest.csv", "image", "class folder"])
+def test_verify_info_and_the_loaders_never_read_through_a_link_leading_outside(
+        srv, synth, tmp_path, capsys, outside, what):
+    """What the commands print and the loaders return comes from DIR alone: a link leading outside
+    is reported (a metadata file: exit 2; an image or a class folder: the images are missing)."""
     root = tmp_path / "data"
-    assert download(capsys, root, synth)[0] == EXIT_OK
-    (root / "kaokore.json").unlink()
-    (root / "kaokore.json").symlink_to(outside / "thesis.txt")
-    assert store.read_state(root) == {}
-    assert store.read_rows(root / "nothing") == {}
-    (root / "manifest.csv").rename(root / "manifest.real.csv")
-    (outside / "manifest.csv").write_bytes((root / "manifest.real.csv").read_bytes())
-    (root / "manifest.csv").symlink_to(outside / "manifest.csv")
-    assert store.read_manifest(root) == {}
+    assert download(capsys, root, synth, "--layout", "gender")[0] == EXIT_OK
+    train = sorted(synth.name(i) for i, (split, _, _) in synth.labels.items() if split == "train" and i in synth.urls)
+    hidden = plant(root, outside, what)
+    before = snapshot(outside)
+
+    code, out, err = run_cli(capsys, "verify", "--dir", str(root), "--json")
+    assert "SECRET" not in out + err
+    if what == "labels.csv":
+        assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "labels.csv" in err
+    else:
+        report = json.loads(out)
+        assert code == EXIT_INCOMPLETE
+        kinds = {(p["where"], p["kind"]) for p in report["problems"]}
+        if what == "manifest.csv":  # not read: no image has a row
+            assert kinds == {(synth.name(i), "unlisted") for i in synth.urls}
+        else:
+            assert kinds == {(name, "missing") for name in hidden}
+            assert all("symbolic link leading outside" in p["detail"] for p in report["problems"])
+
+    code, out, err = run_cli(capsys, "info", "--dir", str(root), "--json")
+    assert "SECRET" not in out + err
+    if what == "labels.csv":
+        assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "labels.csv" in err
+    else:
+        info = json.loads(out)
+        assert code == EXIT_OK and info["present"] == len(synth.urls) - len(hidden)
+        assert info["split_present"]["train"] == len(train) - len(hidden)
+        assert info["manifest"] is None if what == "manifest.csv" else info["manifest"] is not None
+
+    from kaokore.errors import MetadataError
+    from kaokore.index import MissingImagesWarning
+
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    import kaokore.tensorflow as tf_loader
+    import kaokore.torch as torch_loader
+    if what == "labels.csv":
+        for load in (torch_loader.KaoKore, tf_loader.load):
+            with pytest.raises(MetadataError, match="symbolic link leading outside"):
+                load(root, split="train", category="gender")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingImagesWarning)  # the hidden images are left out, and said so
+            dataset = torch_loader.KaoKore(root, split="train", category="gender")
+            tf_dataset = tf_loader.load(root, split="train", category="gender")
+        names = [Path(path).name for path, _ in dataset.samples]
+        assert names == [name for name in train if name not in hidden]
+        assert all(os.path.realpath(path).startswith(os.path.realpath(root) + os.sep) for path, _ in dataset.samples)
+        assert not any(is_secret(dataset[i][0]) for i in range(len(dataset)))
+        tf_images = [image.numpy() for image, _ in tf_dataset]
+        assert len(tf_images) == len(names) and not any(is_secret(image) for image in tf_images)
+    assert snapshot(outside) == before
 
 
 # --- the run lock ------------------------------------------------------------------------------
@@ -191,7 +282,9 @@ go, stop, marker = (os.path.join(root, n) for n in ("go", "stop", "held-by-one")
 while not os.path.exists(go):
     time.sleep(0.001)
 counts = {"holds": 0, "busy": 0, "overlaps": 0, "seen_held": 0, "rounds": 0}
-for counts["rounds"] in range(1, rounds + 1):
+# A watcher is a looker that looks until told to stop, which is after every holder finished: it
+# overlaps the holders wholly, however the processes were scheduled.
+for counts["rounds"] in range(1, rounds + 1 if role != "watcher" else 10**9):
     if role == "holder":
         try:
             with exclusive(root):
@@ -206,7 +299,7 @@ for counts["rounds"] in range(1, rounds + 1):
             counts["busy"] += 1
         if counts["busy"] >= 100 and counts["holds"] >= 100:
             break
-    elif role == "looker":
+    else:  # looker, watcher
         counts["seen_held"] += is_held(root)
         if os.path.exists(stop):
             break
@@ -244,11 +337,44 @@ def test_lock_stress_no_two_processes_ever_hold_dir_at_once(tmp_path):
 
 def test_lookers_never_make_a_lone_download_refuse(tmp_path):
     """verify/info look with a shared lock for an instant; a download meeting only them waits, never refuses."""
-    roles = ["holder", "looker", "looker"]
+    roles = ["holder", "watcher", "watcher"]
     results = run_lock_workers(tmp_path / "d", roles, rounds=3000)
     holder, lookers = results[0], results[1:]
-    assert holder["busy"] == 0 and holder["overlaps"] == 0 and holder["holds"] == holder["rounds"]
-    assert all(r["rounds"] > 0 for r in lookers)
+    assert holder["busy"] == 0 and holder["overlaps"] == 0 and holder["holds"] == holder["rounds"] == 3000
+    # The lookers did see the download hold DIR (3000 times it did), so the holder met them and waited.
+    assert all(r["seen_held"] > 0 for r in lookers), lookers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child hooks read /proc/self/fd")
+def test_two_real_downloads_in_one_dir_the_second_exits_2_at_once_and_asks_nothing(srv, synth, tmp_path, capsys):
+    """Two `kaokore download` processes, the first held in the middle of its run (tests/child_hooks.py
+    stops it as it writes its first image): the second exits 2 with one line and sends no request
+    (its requests would go through the proxy, which saw none); the first then completes."""
+    root, held, release = tmp_path / "data", tmp_path / "held", tmp_path / "release"
+    tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+    argv = [sys.executable, "-c", "import child_hooks, runpy; runpy.run_module('kaokore', run_name='__main__')",
+            "download", "--dir", str(root), "--metadata-dir", str(synth.meta_dir), "--quiet"]
+    first = subprocess.Popen(argv, env={**env, "KAOKORE_TEST_HOLD_OPEN": rf"\.jpg\..*{TMP_SUFFIX}$ {held} {release}"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.01)
+        proxied = {k: v for k, v in env.items() if k.lower() != "no_proxy"}
+        second = subprocess.run(argv, env={**proxied, "HTTP_PROXY": srv.proxy_url, "http_proxy": srv.proxy_url},
+                                capture_output=True, text=True, timeout=60)
+        assert first.poll() is None  # the first still ran, holding DIR
+    finally:
+        release.touch()
+        out, err = first.communicate(timeout=60)
+    assert second.returncode == EXIT_USAGE and second.stdout == ""
+    assert second.stderr == (f"kaokore: error: another kaokore download is using {str(root)!r}; "
+                             "wait for it to finish or pass another --dir\n")
+    assert srv.proxy_log == []  # not a metadata file, not an image
+    assert first.returncode == EXIT_OK, err
+    assert run_cli(capsys, "verify", "--dir", str(root))[0] == EXIT_OK
 
 
 def test_the_lock_file_stays_and_is_not_a_stray(srv, synth, tmp_path, capsys):
@@ -288,7 +414,7 @@ def test_a_lock_file_that_is_a_link_inside_dir_is_refused_not_followed(srv, synt
     assert (root / "mine.txt").read_bytes() == b"keep" and (root / LOCK).is_symlink()
 
 
-# --- full disks and squatted paths ---------------------------------------------------------------
+# --- full disks and squatted paths (a real full disk, quota, read-only: test_full_disk.py) -------------
 
 @pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT", "EROFS"])
 def test_errors_of_the_disk_stop_the_run_errors_of_one_path_fail_that_image(tmp_path, monkeypatch, code):
@@ -321,43 +447,6 @@ def disk_fills_after(monkeypatch, images: int, also: tuple[str, ...] = ()):
 
     monkeypatch.setattr(store, "write_file", write_file)
     return landed
-
-
-def test_a_full_disk_stops_with_one_line_saves_the_record_and_a_rerun_completes(srv, tmp_path, capsys, monkeypatch):
-    synth = make_synthetic(srv, tmp_path, n=60, blank=(), unlabeled=())
-    root = tmp_path / "data"
-    gone = {i for i in synth.urls if i % 3 == 0}  # one host's images, so some fail before the disk fills
-    for i in gone:
-        srv.inject(synth.urls[i], Fault.S404)
-    landed = disk_fills_after(monkeypatch, 5)
-
-    code, out, err = download(capsys, root, synth, "--json", "--threads", "1")
-
-    assert code == EXIT_USAGE
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("kaokore: error: cannot write ") and "No space left on device" in lines[-1]
-    assert str(root) in lines[-1] and ".jpg" in lines[-1]  # names the path
-    assert "INCOMPLETE" in lines[-2] and "not attempted" in lines[-2]  # the summary line still
-    assert "Traceback" not in err
-    doc = json.loads(out)
-    assert doc["exit_status"] == EXIT_USAGE and "No space left on device" in doc["error"]
-    assert doc["downloaded"] == 5 and doc["not_attempted"] > 0 and doc["complete"] is False
-    rows = list(csv.DictReader(open(root / "manifest.csv")))
-    assert sorted(r["path"] for r in rows) == sorted(landed)
-    failures = {f["image"]: f["error"] for f in csv.DictReader(open(root / "failures.csv"))}
-    full = [name for name, error in failures.items() if "No space left on device" in error]
-    assert len(full) == 1 and failures.pop(full[0]) == doc["error"]  # the image that met the full disk
-    assert failures and set(failures) <= {synth.name(i) for i in gone}  # and those that failed before
-    assert doc["failed"] == len(failures) + 1
-    assert not list(root.rglob(f"*{TMP_SUFFIX}"))  # the room kept for the record was given back
-
-    monkeypatch.undo()
-    srv.clear_faults()
-    srv.reset_stats()
-    code, _, err = download(capsys, root, synth)
-    assert code == EXIT_OK, err
-    assert len(image_requests(srv)) == len(synth.urls) - 5  # what landed was kept
-    assert len(image_files(root)) == len(synth.urls)
 
 
 def test_when_the_manifest_cannot_be_written_either_the_first_error_is_the_one_reported(
@@ -393,20 +482,6 @@ def test_a_folder_squatting_one_image_fails_that_image_alone(srv, synth, tmp_pat
     code, _, err = download(capsys, root, synth)
     assert code == EXIT_OK, err
     assert not (root / "failures.csv").exists()
-
-
-def test_the_loaders_do_not_read_metadata_through_a_link_leading_outside(srv, synth, tmp_path, capsys, outside):
-    from kaokore.errors import MetadataError
-    from kaokore.index import read_index
-
-    root = tmp_path / "data"
-    assert download(capsys, root, synth)[0] == EXIT_OK
-    forged = (root / "labels.csv").read_text().replace(",0,", ",1,")  # another user's labels
-    (outside / "labels.csv").write_text(forged)
-    (root / "labels.csv").unlink()
-    (root / "labels.csv").symlink_to(outside / "labels.csv")
-    with pytest.raises(MetadataError, match="symbolic link leading outside"):
-        read_index(root, "train", "gender")
 
 
 def test_verify_lists_no_file_of_a_folder_linked_outside(srv, synth, tmp_path, capsys, outside):
@@ -456,17 +531,6 @@ def _disk_full(monkeypatch) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safefs, "_write_file", full)
-
-
-def test_a_complete_tree_reruns_on_a_full_disk_writing_nothing(srv, synth, tmp_path, capsys, monkeypatch):
-    root = tmp_path / "data"
-    assert download(capsys, root, synth)[0] == EXIT_OK
-    before = snapshot(root)
-    srv.reset_stats()
-    _disk_full(monkeypatch)
-    code, _, err = download(capsys, root, synth)
-    assert code == EXIT_OK, err
-    assert image_requests(srv) == [] and snapshot(root) == before
 
 
 def test_a_disk_full_before_any_image_still_gives_a_summary_and_json(srv, synth, tmp_path, capsys, monkeypatch):

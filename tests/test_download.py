@@ -96,12 +96,48 @@ def test_politeness_connections_are_reused_and_per_host_is_never_exceeded(tmp_pa
         assert sum(srv.connections_opened.values()) <= 3 * 2  # kept alive, never one per image
 
 
-def test_user_agent_names_the_tool(srv, synth, tmp_path):
-    kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True, limit=1)
-    agents = srv.user_agents if hasattr(srv, "user_agents") else None
-    if agents is None:
-        pytest.skip("the test server does not record User-Agent")
-    assert all(a.startswith("kaokore/") for a in agents)
+def test_user_agent_names_the_tool_and_its_version(srv, synth, tmp_path):
+    kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True, limit=3)
+    agents = srv.user_agents
+    assert len(agents) == 3  # one image request each, every one of them identified
+    assert all(a.startswith(f"kaokore/{kaokore.__version__} ") for a in agents), agents
+
+
+def test_threads_is_a_total_across_hosts_not_a_number_per_host(tmp_path):
+    """--threads 3 with --per-host 10: never more than 3 requests at once, whatever the host."""
+    from iiif_server import FakeIIIF
+
+    with FakeIIIF(hosts=3, server_time=0.05) as srv:
+        synth = make_synthetic(srv, tmp_path, n=60, blank=(), unlabeled=())
+        summary = kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, threads=3, per_host=10,
+                                   quiet=True)
+        assert summary.downloaded == 60
+        assert srv.peak_total_concurrency == 3  # the total is used, and never exceeded
+        assert max(srv.peak_concurrency.values()) <= 3
+
+
+@pytest.mark.parametrize("why", ["a file as --dir", "no metadata", "another download"])
+def test_json_says_why_a_download_cannot_start(srv, synth, tmp_path, capsys, why):
+    """A CI script parsing --json gets {"error", "exit_status"} and nothing else (docs/cli.md)."""
+    from kaokore.lock import exclusive
+
+    root, metadata = tmp_path / "data", synth.meta_dir
+    if why == "a file as --dir":
+        root.write_bytes(b"not a folder")
+    elif why == "no metadata":
+        metadata = tmp_path / "nowhere"
+    argv = ["download", "--dir", str(root), "--metadata-dir", str(metadata), "--json"]
+    if why == "another download":
+        root.mkdir()
+        with exclusive(root):
+            code, out, err = run_cli(capsys, *argv)
+    else:
+        code, out, err = run_cli(capsys, *argv)
+    assert code == EXIT_USAGE
+    doc = json.loads(out)
+    assert sorted(doc) == ["error", "exit_status"] and doc["exit_status"] == 2 and doc["error"]
+    assert err == f"kaokore: error: {doc['error']}\n"  # the same one line for a human
+    assert srv.request_log == []
 
 
 def test_permanent_failure_gives_exit_1_and_failures_csv_then_a_later_complete_run_removes_it(

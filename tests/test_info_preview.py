@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -142,7 +145,9 @@ def test_contact_sheet_has_one_labelled_row_per_class_of_that_class(tree):
         assert all(synth.labels[int(p.name[:8])][2] == label for p in row.picks)
     sheet = render(plan)
     g = geometry(64, labelled=True)
-    assert sheet.size == plan.size == (3 * 64 + 4 * g.gap, g.title + 4 * (g.band + 64 + g.gap))
+    # docs/cli.md: C x PX + (C + 1) x gap wide, gap = max(2, PX // 32): 3 x 64 + 4 x 2.
+    assert sheet.size[0] == 200 and g.gap == 2
+    assert sheet.size == plan.size == (200, g.title + 4 * (g.band + 64 + g.gap))
     for r, row in enumerate(plan.rows):
         top = g.title + r * (g.band + 64 + g.gap)
         assert sheet.getpixel((sheet.width - 2, top + 1)) == BAND  # a label band heads every row
@@ -157,15 +162,25 @@ def test_contact_sheet_by_gender_and_split(tree):
     synth, root = tree
     plan = plan_sheet(root, "gender", split="dev", per_class=4, tile=32)
     assert [row.label for row in plan.rows] == list(GENDER)
-    assert all(synth.labels[int(p.name[:8])][0] == "dev" for row in plan.rows for p in row.picks)
-    assert contact_sheet(root, "gender", split="dev", per_class=4, tile=32).size == sheet_size(32, 4, 2)
+    picked = [p for row in plan.rows for p in row.picks]
+    assert picked and all(synth.labels[int(p.name[:8])][0] == "dev" for p in picked)
+    sheet = contact_sheet(root, "gender", split="dev", per_class=4, tile=32)
+    assert sheet.size == sheet_size(32, 4, 2) and sheet.width == 4 * 32 + 5 * 2
 
 
 def test_seed_makes_the_choice_reproducible(tree):
+    """The same seed on the same tree gives the same faces, in another process too (where Python
+    hashes strings differently: no set order can leak into the choice)."""
     _, root = tree
     def names(**kw):
         return [[p.name for p in row.picks] for row in plan_sheet(root, "gender", per_class=5, **kw).rows]
-    assert names(seed=7) == names(seed=7)
+    code = ("import json, sys; from kaokore.preview import plan_sheet; "
+            "print(json.dumps([[p.name for p in r.picks] for r in "
+            "plan_sheet(sys.argv[1], 'gender', per_class=5, seed=7).rows]))")
+    elsewhere = [json.loads(subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True,
+                                           check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout)
+                 for seed in (1, 2)]
+    assert names(seed=7) == elsewhere[0] == elsewhere[1]
     assert names(seed=7) != names(seed=8)
     longer = [[p.name for p in row.picks] for row in plan_sheet(root, "gender", per_class=8, seed=7).rows]
     assert [row[:5] for row in longer] == names(seed=7)  # more per class extends the rows, keeps the faces
@@ -192,7 +207,7 @@ def test_mosaic(tree):
     assert sorted(p.name for row in plan.rows for p in row.picks) == [synth.name(i) for i in (3, 7, 11)]
     assert any("only 3 images present in unlabeled" in n for n in plan.notes)
     g = geometry(32, labelled=False)
-    assert g.band == 0 and render(plan).size == (5 * 32 + 6 * g.gap, g.title + 2 * (32 + g.gap))
+    assert g.band == 0 and render(plan).size == (5 * 32 + 6 * 2, g.title + 2 * (32 + g.gap))
 
 
 def test_preview_cli_writes_the_png(tree, capsys, tmp_path):
@@ -203,6 +218,7 @@ def test_preview_cli_writes_the_png(tree, capsys, tmp_path):
     assert code == 0 and f"wrote {out}" in stdout
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size == sheet_size(48, 3, len(STATUS))  # --by status is the default
+        assert im.width == 3 * 48 + 4 * 2
         rows = json.loads(im.text["kaokore:rows"])
     assert list(rows) == list(STATUS) and all(len(v) == 3 for v in rows.values())
 
@@ -210,6 +226,12 @@ def test_preview_cli_writes_the_png(tree, capsys, tmp_path):
                          "--tile", "32")
     with Image.open(out) as im:
         assert code == 0 and im.size == sheet_size(32, 3, 2, labelled=False)  # --rows/--cols: a mosaic
+        assert im.width == 3 * 32 + 4 * 2
+
+    code, _, _ = run_cli(capsys, "preview", "--dir", str(root), "--out", str(out), "--per-class", "2",
+                         "--tile", "320")
+    with Image.open(out) as im:
+        assert code == 0 and im.width == 2 * 320 + 3 * 10  # a gap of 320 // 32
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -82,3 +82,54 @@ def test_is_normalized():
     assert not is_normalized(encode(Image.new("L", (256, 256))))
     assert not is_normalized(encode(Image.new("RGB", (256, 256)), "PNG"))
     assert not is_normalized(b"junk")
+
+
+def patterned(size: tuple[int, int]) -> Image.Image:
+    """Detail at every scale (a gradient, noise, a fine checkerboard): what a filter, a crop or a pad changes shows."""
+    w, h = size
+    checker = Image.new("L", size)
+    checker.putdata([255 * ((x // 7 + y // 5) % 2) for y in range(h) for x in range(w)])
+    return Image.merge("RGB", (Image.linear_gradient("L").resize(size), Image.effect_noise(size, 60), checker))
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    from PIL import ImageChops, ImageStat
+
+    return sum(ImageStat.Stat(ImageChops.difference(a.convert("RGB"), b.convert("RGB"))).mean) / 3
+
+
+@pytest.mark.parametrize("size, fmt", [((400, 380), "PNG"), ((200, 200), "JPEG")], ids=["400x380-png", "200x200-jpeg"])
+def test_another_size_is_resized_with_lanczos_and_saved_at_quality_95(size, fmt):
+    """README: 'resized with Lanczos, and saved at JPEG quality 95'. The reference is Pillow's own
+    LANCZOS resize and quality-95 encode of the decoded source; a crop, a pad or another filter is
+    several levels away on average, the reference within a fraction of one."""
+    from PIL import ImageOps
+
+    body = encode(patterned(size), fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    source = decoded(body).convert("RGB")
+    out = decoded(normalize(body).data)
+
+    def saved(image: Image.Image, quality: int = 95) -> Image.Image:
+        return decoded(encode(image, quality=quality))
+
+    lanczos = source.resize((256, 256), Image.Resampling.LANCZOS)
+    assert mean_difference(out, saved(lanczos)) <= 0.5
+    wrong = {
+        "nearest": saved(source.resize((256, 256), Image.Resampling.NEAREST)),
+        "bilinear": saved(source.resize((256, 256), Image.Resampling.BILINEAR)),
+        "quality 90": saved(lanczos, 90),
+    }
+    if size[0] > 256:
+        wrong["crop"] = saved(ImageOps.fit(source, (256, 256), method=Image.Resampling.LANCZOS))  # aspect kept
+        wrong["centre crop"] = saved(source.crop(((size[0] - 256) // 2, (size[1] - 256) // 2,
+                                                  (size[0] + 256) // 2, (size[1] + 256) // 2)))
+        wrong["pad"] = saved(ImageOps.pad(source, (256, 256), method=Image.Resampling.LANCZOS))  # letterboxed
+    else:
+        canvas = Image.new("RGB", (256, 256), (255, 255, 255))
+        canvas.paste(source, ((256 - size[0]) // 2, (256 - size[1]) // 2))
+        wrong["pad"] = saved(canvas)  # not enlarged, framed
+    for name, image in wrong.items():
+        assert mean_difference(out, image) > 2.0, name
+    # The quantization tables are the encoder's quality setting itself.
+    assert out.quantization == saved(lanczos).quantization
+    assert out.quantization != saved(lanczos, 90).quantization

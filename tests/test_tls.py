@@ -181,7 +181,9 @@ def test_ca_bundle_and_environment(tls_srv, tls_synth, pki, tmp_path, capsys, mo
     else:
         assert code == EXIT_INCOMPLETE, err
         assert not image_files(out)
-        assert all("not trusted" in row["error"] for row in failures(out))
+        rows = failures(out)
+        assert sorted(r["image"] for r in rows) == sorted(tls_synth.name(i) for i in tls_synth.urls)
+        assert all("not trusted" in row["error"] for row in rows)
 
 
 @pytest.mark.parametrize("source, content", [
@@ -241,7 +243,8 @@ def test_https_proxy_from_environment_tunnels_and_still_verifies(tls_srv, tls_sy
     out = tmp_path / "data"
     code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--per-host", "1"))
     assert code == EXIT_INCOMPLETE, err  # through the tunnel, the certificate is still checked
-    assert all("not trusted" in row["error"] for row in failures(out))
+    rows = failures(out)
+    assert len(rows) == len(tls_synth.urls) and all("not trusted" in row["error"] for row in rows)
     tunnels_refused = len(tls_srv.proxy_log)
 
     code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--ca-bundle", pki["ca"]))

@@ -98,8 +98,13 @@ def test_smoke_default_resnet18_one_epoch(tree, tmp_path):
                             "--epochs", "1", "--batch-size", "8", "--image-size", "64", "--num-workers", "2")
     assert (results["arch"], results["backend"], results["best_epoch"]) == ("resnet18", "torch", 1)
     assert results["classes"] == ["noble", "warrior", "incarnation", "commoner"]
-    assert 0.0 <= results["test"]["accuracy"] <= 1.0
-    assert len(results["test"]["confusion"]) == 4
+    # The accuracy is the test set's, scored once per image: the confusion matrix counts every test
+    # image of the tree exactly once, and its diagonal is what the accuracy says.
+    confusion = results["test"]["confusion"]
+    test_images = (tree / "labels.csv").read_text().count(",test\n")
+    assert len(confusion) == 4 and all(len(row) == 4 for row in confusion)
+    assert sum(map(sum, confusion)) == test_images == 8
+    assert results["test"]["accuracy"] == pytest.approx(sum(confusion[i][i] for i in range(4)) / test_images)
     assert "test accuracy" in result.stdout and "upstream's README reports 82.16%" in result.stdout
     checkpoint = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["classes"] == results["classes"]
