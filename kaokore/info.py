@@ -295,7 +295,8 @@ def _manifest_line(counts: ManifestCounts | None) -> str:
         parts.append(f"{counts.unrecorded:,} not in the manifest")
     text = f"manifest        of the images present: {', '.join(parts)}"
     if counts.reused:
-        text += f"\n  reused        {counts.reused:,} taken from files of the same IIIF requests, not fetched (manifest.csv: source)"
+        text += (f"\n  reused        {counts.reused:,} taken from files of the same IIIF requests, not fetched "
+                 "(manifest.csv: source)")
     if counts.converted_from:
         top = list(counts.converted_from.items())
         shown = ", ".join(f"{source} x{n:,}" for source, n in top[:3])

@@ -107,12 +107,12 @@ def open_sources(dirs: Iterable[str | os.PathLike], root: str | os.PathLike) -> 
 
 def _open(path: Path, root: Path) -> Source:
     name = repr(str(path))
+    if _same(path, root):
+        raise UsageError(f"--reuse {name} is --dir itself; pass the directory of another download")
     if not path.exists():
         raise DirectoryError(f"--reuse {name} does not exist")
     if not path.is_dir():
         raise DirectoryError(f"--reuse {name} is not a directory")
-    if _same(path, root):
-        raise UsageError(f"--reuse {name} is --dir itself; pass the directory of another download")
     found = inspect(path)
     if not found.manifest:
         if found.image_files or found.files:
