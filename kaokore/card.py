@@ -265,7 +265,7 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         out.append(f"- {reused:,} images were reused rather than fetched: taken, checked by SHA-256, from another "
                    "kaokore tree's (or this one's) image of the same IIIF request, e.g. of another version. "
                    "manifest.csv gives each one's `source`.")
-    if rows_present:
+    if reused and rows_present:
         out.append(f"- Of the {len(rows_present):,} images with a manifest row, {origins['fetched']:,} were fetched "
                    f"from the IIIF servers, {reused:,} reused and {adopted:,} adopted.")
     out += [

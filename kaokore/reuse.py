@@ -83,7 +83,8 @@ class Source:
         return path.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def open_sources(dirs: Iterable[str | os.PathLike], root: str | os.PathLike) -> list[Source]:
+def open_sources(dirs: Iterable[str | os.PathLike] | str | os.PathLike | None,
+                 root: str | os.PathLike) -> list[Source]:
     """The ``--reuse`` trees, read once (never written, no lock taken), in the order given.
 
     Raises
@@ -94,6 +95,8 @@ def open_sources(dirs: Iterable[str | os.PathLike], root: str | os.PathLike) -> 
     UsageError
         One is DIR itself.
     """
+    if dirs is None or isinstance(dirs, (str, os.PathLike)):
+        dirs = [] if dirs is None else [dirs]  # reuse="data" means that one tree, not its letters
     sources, seen = [], set()
     for other in dirs:
         path = Path(other)

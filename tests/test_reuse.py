@@ -511,3 +511,14 @@ def test_link_file_never_follows_a_link_out_of_the_other_tree_nor_one_in_dir(tmp
     # Bytes the check refuses leave nothing behind, not even a temporary.
     assert not link_file(other, "train/b.jpg", root, "train/z.jpg", lambda data: False)
     assert sorted(os.listdir(root / "train")) == ["y.jpg"]
+
+
+def test_versions_overlap_holds_a_local_clone_to_the_pins(tmp_path, capsys):
+    clone = tmp_path / "kaokore-clone"
+    (clone / "dataset").mkdir(parents=True)
+    (clone / "dataset" / "urls.txt").write_bytes(b"http://h/i/0,0,30,30/256,/0/default.jpg\n")
+    code, out, err = run_cli(capsys, "versions", "--overlap", "--upstream-dir", str(clone))
+    assert code == EXIT_USAGE and out == ""
+    assert len(err.splitlines()) == 1 and "dataset/urls.txt" in err and "SHA-256" in err, err
+    code, _, err = run_cli(capsys, "versions", "--upstream-dir", str(clone))
+    assert code == EXIT_USAGE and "--overlap" in err
