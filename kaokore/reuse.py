@@ -118,11 +118,14 @@ def _open(path: Path, root: Path) -> Source:
         raise DirectoryError(f"--reuse {name} is not a directory")
     found = inspect(path)
     if not found.manifest:
-        if found.image_files or found.files:
-            raise DirectoryError(f"--reuse {name} has no manifest.csv (a tree from upstream's download.py?), so "
-                                 f"nothing says which request each image is; complete it first with "
-                                 f"{hints.command('download', path)}")
-        raise DirectoryError(f"--reuse {name} is not a KaoKore tree (no manifest.csv, no metadata files)")
+        if found.state:  # kaokore's, before any image landed (say a --limit 0 run)
+            what = "holds no image kaokore has recorded"
+        elif found.image_files or found.files:
+            what = ("has no manifest.csv (a tree from upstream's download.py?), so nothing says which request "
+                    "each image is")
+        else:
+            raise DirectoryError(f"--reuse {name} is not a KaoKore tree (no manifest.csv, no metadata files)")
+        raise DirectoryError(f"--reuse {name} {what}; complete it first with {hints.command('download', path)}")
     # A row is trusted only at a place where a layout puts its image: a crafted row must not
     # make us read (and link into DIR) any other file of that tree.
     rows = tuple(row for row in found.manifest.values()

@@ -387,6 +387,7 @@ def test_a_twin_whose_request_failed_fails_with_it_and_costs_its_host_nothing(bo
     ("itself", "is --dir itself"),
     ("empty", "is not a KaoKore tree"),
     ("upstream", "complete it first with `kaokore download --dir "),
+    ("nothing yet", "holds no image kaokore has recorded; complete it first with `kaokore download --dir "),
 ])
 def test_a_reuse_dir_that_cannot_serve_is_refused_in_one_line(versions, tmp_path, capsys, kind, message):
     root = tmp_path / "B"
@@ -403,13 +404,15 @@ def test_a_reuse_dir_that_cannot_serve_is_refused_in_one_line(versions, tmp_path
         (other / "urls.txt").unlink()
         (other / "images_256").mkdir()
         (other / "images_256" / name(0)).write_bytes(b"\xff\xd8")
+    elif kind == "nothing yet":  # kaokore's metadata and state, no image yet
+        kaokore.download(other, metadata_dir=versions.meta_a, limit=0, quiet=True)
 
     code, out, err = run_cli(capsys, *download_b(versions, root, "--reuse", str(other)))
 
     assert code == EXIT_USAGE
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("kaokore: error: --reuse ") and message in lines[0], err
-    if kind == "upstream":
+    if kind in ("upstream", "nothing yet"):
         assert lines[0].endswith(f"`kaokore download --dir {shlex.quote(str(other))}`")
     assert not root.exists() or kind == "itself" and not any(root.iterdir())
 
