@@ -146,7 +146,8 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
     rows_present = [r for r in rows if r.image in present_names]
     converted = [r for r in rows_present if r.converted]
     sources = Counter(f"{r.source_width}x{r.source_height} {r.source_mode}" for r in converted)
-    adopted = sum(1 for r in rows_present if getattr(r, "origin", "fetched") == "adopted")
+    origins = Counter(getattr(r, "origin", "fetched") for r in rows_present)
+    adopted, reused = origins["adopted"], origins["reused"]
     title = f"KaoKore {version}" if version else "KaoKore"
 
     out = _front_matter(meta, version, len(present))
@@ -260,6 +261,13 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         out.append("- No image was re-encoded: every one is the server's bytes.")
     if adopted:
         out.append(f"- {adopted:,} images were adopted from files already on disk rather than fetched.")
+    if reused:
+        out.append(f"- {reused:,} images were reused rather than fetched: taken, checked by SHA-256, from another "
+                   "kaokore tree's (or this one's) image of the same IIIF request, e.g. of another version. "
+                   "manifest.csv gives each one's `source`.")
+    if reused and rows_present:
+        out.append(f"- Of the {len(rows_present):,} images with a manifest row, {origins['fetched']:,} were fetched "
+                   f"from the IIIF servers, {reused:,} reused and {adopted:,} adopted.")
     out += [
         "- Nothing else: labels and metadata files are upstream's, byte for byte "
         f"({'pinned by SHA-256' if meta.pinned else 'from --metadata-dir, not pinned'}).",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from . import defaults
 from ._version import __version__
-from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError, UsageError
 from .layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .versions import DEFAULT_VERSION, VERSIONS
 
@@ -122,6 +122,9 @@ def add_download_options(parser: argparse.ArgumentParser, *, threads_default: in
     _flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits",
           help="fetch only this split (repeatable)")
     _flag(parser, "limit", type=int, help="fetch at most N images (smoke runs)")
+    _flag(parser, "reuse", action="append", default=[], metavar="OTHER_DIR",
+          help="take images of the same IIIF requests from another kaokore tree (e.g. another version's) "
+               "instead of fetching them; OTHER_DIR is only read (repeatable)")
     _flag(parser, "quiet", action="store_true", help="no progress display")
     _flag(parser, "json", action="store_true", help="print a JSON summary on stdout")
 
@@ -132,7 +135,7 @@ def download_kwargs(args: argparse.Namespace) -> dict:
         threads=args.threads, per_host=args.per_host, retries=args.retries, timeout=args.timeout,
         force=args.force, verify=False if args.ssl_unverified_context else (args.ca_bundle or True),
         metadata_dir=args.metadata_dir, metadata_url=args.metadata_url, splits=args.splits,
-        limit=args.limit, quiet=args.quiet,
+        limit=args.limit, quiet=args.quiet, reuse=args.reuse,
     )
 
 
@@ -214,8 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "limit", type=int, help="check only the first N images (as download --limit)")
     _flag(p, "json", action="store_true", help="print the report as JSON on stdout")
 
-    sub.add_parser("versions", help="list the dataset versions",
-                   description="List the dataset versions kaokore knows, with their image counts.")
+    p = sub.add_parser("versions", help="list the dataset versions",
+                       description="List the dataset versions kaokore knows, with their image counts.")
+    _flag(p, "overlap", action="store_true",
+          help="for each pair of versions, the faces they share by IIIF request and what a download fetches "
+               "with and without --reuse (reads every version's pinned urls.txt)")
+    _flag(p, "upstream_dir", metavar="DIR",
+          help="with --overlap: read the urls.txt files from a clone of upstream's repository, not the network")
+    _flag(p, "metadata_url", metavar="BASE",
+          help="with --overlap: mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
+    _flag(p, "timeout", type=float, default=defaults.TIMEOUT,
+          help="with --overlap: connect and read timeout in seconds (default: %(default)s)")
+    _flag(p, "json", action="store_true", help="with --overlap: the table as JSON on stdout")
     for name in PLUGGED_COMMANDS:
         # Each of these modules adds its own subcommand and sets `run` on it.
         importlib.import_module(f"kaokore.{name}").register(sub)
@@ -269,6 +282,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(report.text(), end="")
         return report.exit_status
     if args.command == "versions":
+        if args.overlap:
+            from .overlap import run
+
+            return run(args)
+        if args.upstream_dir or args.metadata_url or args.json:
+            raise UsageError("--upstream-dir, --metadata-url and --json go with --overlap")
         for v in VERSIONS.values():
             print(f"{v.name}\t{v.images:>6,} images\t{v.folder}/")
         return EXIT_OK

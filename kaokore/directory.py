@@ -308,7 +308,7 @@ def resolve(d: DatasetDir, dataset_version: str | Version | None, layout: str | 
     if d.version is not None:
         if requested is not None and requested != d.version.name:
             raise UsageError(f"{where} holds KaoKore {d.version.name} ({d.evidence}), not {requested}; "
-                             f"use another --dir for {requested}")
+                             f"use another --dir for {requested}: {_reuse_hint(d, requested)}")
         version = named(d.version.name)
         adopt = _may_adopt(d, version, custom_files)
     elif d.holds_images:
@@ -322,6 +322,25 @@ def resolve(d: DatasetDir, dataset_version: str | Version | None, layout: str | 
         adopt = False  # nothing to adopt
     chosen = layout or (d.layout if d.holds_images or d.state.get("layout") in LAYOUTS else DEFAULT_LAYOUT)
     return Resolved(version, chosen, adopt)
+
+
+def _reuse_hint(d: DatasetDir, requested: str) -> str:
+    """The download of `requested` beside DIR that takes DIR's images of the same requests (the
+    versions share most of them), into a directory that would not refuse it."""
+    def usable(path: Path) -> bool:
+        if not path.exists():
+            return True
+        try:
+            other = inspect(path)
+        except DirectoryError:
+            return False
+        return other.version.name == requested if other.version is not None else not other.holds_images
+
+    command = hints.reuse_command(hints.beside(d.root, requested, usable), requested, d.root)
+    if d.manifest:
+        return f"{command} fetches only the images {d.root} lacks"
+    # A tree from upstream's download.py has no manifest, and is no source until kaokore has completed it.
+    return f"{hints.command('download', d.root)} first completes {d.root}, then {command} fetches only what it lacks"
 
 
 def _custom_version(files: Mapping[str, bytes] | None) -> Version | None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -25,6 +26,7 @@ from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
 from .layout import any_layout_folders, check_layout
 from .plan import check_selection, make_plan, select
 from .report import Summary, log, note
+from .reuse import open_sources, planner, split_twins, store_twins
 from .safefs import check_dir
 from .session import HttpOptions, make_session
 from .store import (
@@ -83,6 +85,7 @@ def download(
     quiet: bool = False,
     stream: TextIO | None = None,
     policy: RetryPolicy | None = None,
+    reuse: Iterable[str | os.PathLike] = (),
 ) -> Summary:
     """Download, complete or re-check the KaoKore dataset under `dir`.
 
@@ -130,6 +133,11 @@ def download(
         Where the progress display goes (default: stderr).
     policy : RetryPolicy, optional
         Retry, backoff and failing-host settings.
+    reuse : iterable of str or os.PathLike
+        Other trees kaokore downloaded (``--reuse``), e.g. another version's: an image whose
+        IIIF request one of them holds, intact, is hard-linked (or copied) from there rather
+        than fetched. They are only read. Images of one request under two numbers are
+        fetched once, with or without this.
 
     Returns
     -------
@@ -164,6 +172,7 @@ def download(
     custom_files = md.read_local(metadata_dir) if metadata_dir is not None else None
     # Judged before anything is written, so a refusal leaves DIR exactly as it was.
     resolve(inspect(root), dataset_version, layout, custom_files)
+    sources = open_sources(reuse, root)  # only read, never locked or written
     if custom_files is not None:
         # Where the classes are known already, even the lock file waits for this check.
         check_dir(root, any_layout_folders(md.parse_classes(custom_files["labels.metadata.en.txt"])))
@@ -185,21 +194,23 @@ def download(
             write_root_files(root, meta.files)
             remove_temporaries(root, any_layout_folders(meta.classes))
             journal = Journal(root)
+            inform = partial(note, stream=stream, quiet=quiet, level=logging.INFO)
             try:
-                plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt,
-                                 note=lambda text: note(text, stream=stream, quiet=quiet, level=logging.INFO),
-                                 record=lambda row: (journal.append(row), journal.flush()))
+                plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt, note=inform,
+                                 record=lambda row: (journal.append(row), journal.flush()),
+                                 reuse=planner(root, sources, layout, inform))
             finally:
                 journal.close()
             # Only now: the files are where this layout puts them, so the state may say so.
             write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
                         metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
                         kaokore=__version__)
-            if plan.adopted or plan.relocated or plan.damaged:
+            if plan.adopted or plan.relocated or plan.damaged or plan.reused:
                 # A checkpoint before the long part: an adopted file was normalized in place, and a
                 # rerun after a crash must not take the re-encoded bytes for the server's own.
                 write_manifest(root, plan.rows.values())
             prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
+            todo, twins = split_twins(plan.fetch)  # one request, two image numbers: fetched once
         except (StoreError, KeyboardInterrupt) as exc:
             # The disk filled up (or turned read-only), or Ctrl-C, before a single image was fetched:
             # the same summary and --json as midway. What was adopted so far is in the journal.
@@ -216,17 +227,21 @@ def download(
 
         summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
                           already_present=plan.already_present, unavailable=plan.unavailable,
-                          relocated=plan.relocated, damaged=len(plan.damaged), adopted=plan.adopted)
+                          relocated=plan.relocated, damaged=len(plan.damaged), adopted=plan.adopted,
+                          reused=len(plan.reused))
         rows = dict(plan.rows)
         stopped: StoreError | None = None  # the FIRST error of the disk: it is what the user must hear
         try:
             if plan.fetch:
                 reserve_space(root, _bookkeeping_bytes(rows, plan.fetch))
-            fetching = {item.name for item, _ in plan.fetch}
+            fetching = {item.name for item, _ in plan.fetch} | set(plan.reused)
             present = {item.name for item in selection if item.name in plan.rows and item.name not in fetching}
-            fetch_images(session, root, plan.fetch, rows, summary, threads=threads, per_host=per_host,
+            fetch_images(session, root, todo, rows, summary, threads=threads, per_host=per_host,
                          options=options, policy=policy, layout=layout, quiet=quiet, stream=stream,
                          present=present)
+            # A reused image is taken back out if a fetched one turns out to have its bytes (a placeholder).
+            summary.reused = sum(1 for name in plan.reused if name in rows)
+            _store_twins(root, twins, rows, summary, layout)
         except StoreError as exc:
             stopped = exc
             summary.failed = len(summary.failures)
@@ -251,6 +266,22 @@ def download(
     if summary.interrupted:
         raise Interrupted(summary)
     return summary
+
+
+def _store_twins(root: Path, twins, rows, summary: Summary, layout: str) -> None:
+    """The images of a request another image of the run was fetched for: from its file, or failed with it."""
+    if not twins:
+        return
+    if summary.interrupted:
+        summary.not_attempted += len(twins)
+        return
+    done = store_twins(root, twins, rows, summary.failures, layout)
+    for row in done.rows:
+        rows[row.image] = row
+    summary.reused += len(done.rows)
+    summary.failures.extend(done.failures)
+    summary.failed = len(summary.failures)
+    summary.not_attempted += done.not_attempted
 
 
 def _show(summary: Summary, started: float, stream, quiet: bool) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from . import defaults
@@ -52,3 +53,24 @@ def download_first(root: str | os.PathLike) -> str:
         return (f"it looks like source code, not a dataset; pass the --dir the dataset was downloaded into "
                 f"({command('download', defaults.DIR)} puts it in {defaults.DIR})")
     return f"run {command('download', root)} first"
+
+
+def beside(root: str | os.PathLike, version: str, usable: Callable[[Path], bool]) -> Path:
+    """A directory next to `root` for another version: ``data`` -> ``data-1.3``, or ``data-1.3-2``
+    and so on while `usable` says a candidate cannot take that version (it holds another)."""
+    base = Path(root)
+    if base.name in ("", ".", ".."):
+        base = Path(os.path.abspath(root))
+    if not base.name:  # the file system's root
+        base = Path(os.path.abspath(defaults.DIR))
+    for n in range(1, 100):
+        candidate = base.with_name(f"{base.name}-{version}" + (f"-{n}" if n > 1 else ""))
+        if usable(candidate):
+            return candidate
+    return base.with_name(f"{base.name}-{version}-new")
+
+
+def reuse_command(new_dir: str | os.PathLike, version: str, other: str | os.PathLike) -> str:
+    """The download of `version` into `new_dir` that reuses the images of the tree `other`, in backquotes."""
+    return (f"`kaokore download --dir {shlex.quote(str(new_dir))} --dataset_version {shlex.quote(version)} "
+            f"--reuse {shlex.quote(str(other))}`")

@@ -47,6 +47,9 @@ class ManifestCounts:
     converted_from : dict of str to int
         How many re-encoded images came from each source shape, ``"WxH MODE"``
         (e.g. ``"200x200 RGB"``), most frequent first.
+    reused : int
+        Of the rows, images reused from another tree's (or another image number's) file of the
+        same IIIF request rather than fetched (``origin`` ``reused``).
     """
 
     rows: int  # images present that have a manifest row
@@ -55,6 +58,7 @@ class ManifestCounts:
     unknown: int  # adopted from disk by an earlier run: how it was made is not recorded
     unrecorded: int  # images present with no manifest row at all (`kaokore verify` flags them)
     converted_from: dict[str, int] = field(default_factory=dict)  # "WxH MODE" of the sources re-encoded
+    reused: int = 0  # of `rows`, taken from a file of the same request rather than fetched (origin "reused")
 
 
 @dataclass
@@ -233,6 +237,7 @@ def _manifest_counts(tree: Tree) -> ManifestCounts | None:
         unknown=sum(r.converted is None for r in rows),
         unrecorded=len(tree.present) - len(rows),
         converted_from=dict(sources.most_common()),
+        reused=sum(r.origin == "reused" for r in rows),
     )
 
 
@@ -289,6 +294,9 @@ def _manifest_line(counts: ManifestCounts | None) -> str:
     if counts.unrecorded:
         parts.append(f"{counts.unrecorded:,} not in the manifest")
     text = f"manifest        of the images present: {', '.join(parts)}"
+    if counts.reused:
+        text += (f"\n  reused        {counts.reused:,} taken from files of the same IIIF requests, not fetched "
+                 "(manifest.csv: source)")
     if counts.converted_from:
         top = list(counts.converted_from.items())
         shown = ", ".join(f"{source} x{n:,}" for source, n in top[:3])

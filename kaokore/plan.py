@@ -39,6 +39,7 @@ class Plan:
     adopted_converted: int = 0
     damaged: list[str] = field(default_factory=list)  # present but not the right bytes: deleted, fetched again
     placeholders: int = 0  # of `damaged`, images with the bytes of other requests' images
+    reused: list[str] = field(default_factory=list)  # stored from another image's file (`reuse`), not fetched
     unavailable: int = 0
     total: int = 0
 
@@ -73,7 +74,9 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
 
 def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequence[Item],
               force: bool = False, adopt: bool = False, note: Callable[[str], None] | None = None,
-              record: Callable[[ManifestRow], None] | None = None) -> Plan:
+              record: Callable[[ManifestRow], None] | None = None,
+              reuse: Callable[[list[tuple[Item, str]], dict[str, ManifestRow]], list[ManifestRow]] | None = None
+              ) -> Plan:
     """Bring what DIR holds into `layout` and list what is left to fetch.
 
     `adopt` says whether a file with no manifest row may be kept as the image of its
@@ -81,6 +84,10 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
     is not image N of another. `record` receives each adopted file's row as soon as it
     is final (the run's journal), since a file normalized in place no longer shows that
     it was re-encoded: a run killed before its manifest must not lose that.
+
+    `reuse` (`reuse.planner`) is given the images left to fetch, with their paths, and the
+    rows kept; it stores what it can from files of the same requests and returns their rows,
+    which `record` receives too. Those images are not fetched.
     """
     root = d.root
     plan = Plan()
@@ -128,8 +135,17 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             _discard(root, target)
             plan.damaged.append(item.name)
     _drop_placeholders(root, plan, note)
+    if reuse is not None:
+        wanted = [(item, image_path(item, layout, classes)) for item in selection
+                  if item.url and (force or item.name not in plan.rows)]
+        for row in reuse(wanted, plan.rows):
+            plan.rows[row.image] = row
+            plan.reused.append(row.image)
+            if record is not None:
+                record(row)
+    reused = set(plan.reused)
     for item in selection:
-        if not item.url:
+        if not item.url or item.name in reused:
             continue
         if item.name in plan.rows and not force:
             plan.already_present += 1

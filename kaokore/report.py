@@ -53,6 +53,9 @@ class Summary:
     adopted : int
         Files with no manifest row (e.g. from upstream's download.py) kept as this
         version's images.
+    reused : int
+        Images stored from the file of the same IIIF request in another tree (``--reuse``)
+        or under another image number of DIR, rather than fetched; not in `downloaded`.
     converted : int
         Of `downloaded`, images re-encoded to 256x256 RGB JPEG.
     placeholders : int
@@ -80,6 +83,7 @@ class Summary:
     relocated: int = 0  # moved from another layout without the network
     damaged: int = 0  # found on disk but not matching the manifest: deleted and fetched again
     adopted: int = 0  # of `already_present`, files with no manifest row kept as this version's (e.g. upstream's)
+    reused: int = 0  # stored from another file of the same request (--reuse, or DIR's own), not fetched
     converted: int = 0  # of `downloaded`, how many were re-encoded
     placeholders: int = 0  # of `failed`, the same bytes as other faces': refused, or taken back out of DIR
     seconds: float = 0.0
@@ -111,6 +115,8 @@ class Summary:
         """The one-line summary the command line prints, e.g. ``"kaokore 1.0: complete: 5552 new, ..."``."""
         failed = f"{self.failed} failed" + (f" ({self.placeholders} placeholders)" if self.placeholders else "")
         parts = [f"{self.downloaded} new", f"{self.already_present} already present", failed]
+        if self.reused:
+            parts.insert(1, f"{self.reused} reused")
         if self.unavailable:
             parts.append(f"{self.unavailable} unavailable upstream")
         if self.damaged:

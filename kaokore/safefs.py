@@ -19,7 +19,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +134,62 @@ def _write_file(root: Pathish, rel: str, data: bytes, durable: bool) -> None:
             except OSError:
                 pass
             raise
+
+
+def link_file(src_root: Pathish, src_rel: str, root: Pathish, rel: str, accept: Callable[[bytes], bool]) -> bool:
+    """Make `rel` under DIR a hard link to `src_rel` under another tree, `src_root`, if `accept`
+    takes its bytes; whether it did.
+
+    The source is reached as `open_file` reaches a file under its own root: a link leading
+    outside `src_root` is never followed, and nothing there is written. The new name is first a
+    temporary in `rel`'s folder (a link made there never replaces anything), whose bytes are
+    the ones `accept` judges; only then does it replace `rel`'s entry, so what lands is exactly
+    what was judged, and a link at `rel` is replaced, never written through.
+
+    Raises
+    ------
+    OSError
+        No link could be made: EXDEV when the two are on different filesystems, EPERM where
+        the system forbids linking another user's file; the caller copies instead. ELOOP for
+        a source that leads outside `src_root`, ENOENT for one that is not there.
+    """
+    try:
+        return _link_file(src_root, src_rel, root, rel, accept)
+    except OSError as exc:
+        exc.filename = os.path.join(str(src_root), *_parts(src_rel))
+        raise
+
+
+def _link_file(src_root: Pathish, src_rel: str, root: Pathish, rel: str, accept: Callable[[bytes], bool]) -> bool:
+    src_real, src_parts = _resolve(src_root, src_rel, follow_last=True)
+    src_name = src_parts.pop()
+    real_root, parts = _resolve(root, rel, follow_last=False)
+    name = parts.pop()
+    tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    with _folder(src_real, src_parts) as src, _folder(real_root, parts) as at:
+        # Never the target of a link swapped in at the source's name: the link itself would be linked,
+        # and opening it below (O_NOFOLLOW) fails.
+        nofollow = {"follow_symlinks": False} if os.link in os.supports_follow_symlinks else {}
+        if src.fd is not None and at.fd is not None and os.link in os.supports_dir_fd:
+            os.link(src_name, tmp, src_dir_fd=src.fd, dst_dir_fd=at.fd, **nofollow)
+        else:
+            os.link(os.path.join(src.path, src_name), os.path.join(at.path, tmp), **nofollow)
+        try:
+            fd = os.open(*at(tmp), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK, **at.kw)
+            _regular_only(fd, tmp)
+            with open(fd, "rb", closefd=True) as f:
+                data = f.read()
+            if not accept(data):
+                os.unlink(*at(tmp), **at.kw)
+                return False
+            at.replace(tmp, at, name)
+        except BaseException:
+            try:
+                os.unlink(*at(tmp), **at.kw)
+            except OSError:
+                pass
+            raise
+    return True
 
 
 def update_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> bool:
@@ -331,6 +387,6 @@ def _first_link_out(root: Pathish, rel: str) -> str:
     return "/".join(parts)
 
 
-__all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "check_dir", "inside", "make_folder", "move_file",
-           "update_file",
+__all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "check_dir", "inside", "link_file", "make_folder",
+           "move_file", "update_file",
            "open_fd", "open_file", "read_file", "remove_file", "remove_folder", "same_file", "scan", "write_file"]

@@ -75,10 +75,12 @@ class ManifestRow:
     converted: bool | None  # False: the bytes are the server's own
     layout: str
     origin: str = "fetched"  # fetched: by kaokore from the URL | adopted: found on disk, DIR's version known
+    # | reused: the same IIIF request's file, taken from another tree (or another image of DIR's): see `reuse`
+    source: str = ""  # reused: the file it was taken from (an absolute path, or the name of DIR's own image)
 
 
 MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
-ORIGINS = ("fetched", "adopted")
+ORIGINS = ("fetched", "adopted", "reused")
 
 
 def _cell(value) -> str:
@@ -104,6 +106,7 @@ def _row_from_csv(record: Mapping[str, str]) -> ManifestRow:
         source_height=opt_int(record["source_height"]), source_mode=record["source_mode"],
         converted=converted, layout=record["layout"],
         origin=record.get("origin") or "fetched",  # manifests written before the column existed
+        source=record.get("source") or "",
     )
 
 

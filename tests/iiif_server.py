@@ -24,6 +24,10 @@ gzip body inflating to ``srv.gzip_bomb_size`` bytes; ``BAD_GZIP`` says gzip and 
 ``redirect(url, location)`` moves an image for good (a 301 every time), and
 ``COOKIE_CHECK`` sends a client without its cookie back to the same URL with the cookie.
 
+With ``ssl_context`` and ``plain_too=True`` every host answers https and http on its one port
+(the first byte of a connection tells which), so two URLs that differ only in their scheme
+reach the same host, and count as one URL.
+
 URLs given to ``inject``/``requests``/``expected_bytes`` may be full URLs (they
 then apply to that host only) or bare paths (they apply to every host).  Paths
 are compared percent-decoded and without the query string, so a client that
@@ -479,10 +483,11 @@ class _HostServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # default 5 drops SYNs under a 12-client burst
 
-    def __init__(self, fake: FakeIIIF, index: int, ssl_context) -> None:
+    def __init__(self, fake: FakeIIIF, index: int, ssl_context, plain_too: bool = False) -> None:
         self.fake = fake
         self.index = index
         self.ssl_context = ssl_context
+        self.plain_too = plain_too  # with ssl_context: a connection that does not open with TLS is served plain
         self._live_lock = threading.Lock()
         self._live_conns: set[socket.socket] = set()
         self._live_threads: set[threading.Thread] = set()
@@ -497,7 +502,7 @@ class _HostServer(ThreadingHTTPServer):
     def get_request(self):
         sock, addr = super().get_request()
         self.fake._count_connection(self.index)
-        if self.ssl_context is not None:
+        if self.ssl_context is not None and not self.plain_too:
             # Handshake lazily in the handler thread so a slow or failing TLS
             # client cannot block the accept loop.
             sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -516,11 +521,29 @@ class _HostServer(ThreadingHTTPServer):
 
     def _run_connection(self, request, client_address) -> None:
         try:
+            if self.ssl_context is not None and self.plain_too:
+                request = self._tls_if_asked(request)
             self.process_request_thread(request, client_address)
         finally:
             with self._live_lock:
                 self._live_conns.discard(request)
                 self._live_threads.discard(threading.current_thread())
+
+    def _tls_if_asked(self, sock: socket.socket) -> socket.socket:
+        """One port for both schemes: a TLS connection opens with a handshake record (0x16),
+        an HTTP one with a method name. Peeked in the handler thread, so a silent client
+        holds up only its own connection (stop() shuts it down)."""
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return sock
+        if first != b"\x16":
+            return sock
+        wrapped = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with self._live_lock:  # the plain socket was detached into the wrapped one
+            self._live_conns.discard(sock)
+            self._live_conns.add(wrapped)
+        return wrapped
 
     def handle_error(self, request, client_address) -> None:
         pass  # clients hanging up mid-response is expected here; stay quiet
@@ -673,6 +696,7 @@ class FakeIIIF:
         rtt: float = 0.0,
         capacity: int | None = None,
         ssl_context=None,
+        plain_too: bool = False,
         stall_seconds: float = 60.0,
         trickle_interval: float = 0.1,
         huge_body_size: int = HUGE_BODY_SIZE,
@@ -709,10 +733,14 @@ class FakeIIIF:
         self._refused_tunnels: dict[int, int] = {}  # host -> the status its proxy tunnels get
         self._proxy: _ProxyServer | None = None
         self._init_stats(hosts)
+        if plain_too and ssl_context is None:
+            raise ValueError("plain_too needs an ssl_context")
         scheme = "https" if ssl_context is not None else "http"
-        self._servers = [_HostServer(self, i, ssl_context) for i in range(hosts)]
+        self._servers = [_HostServer(self, i, ssl_context, plain_too) for i in range(hosts)]
         self.base_urls = [f"{scheme}://127.0.0.1:{s.server_address[1]}" for s in self._servers]
         self._origins = {base: i for i, base in enumerate(self.base_urls)}
+        if plain_too:  # the same hosts over http too, on the same ports: one request count per URL path
+            self._origins.update({base.replace("https://", "http://", 1): i for i, base in enumerate(self.base_urls)})
         self._serve_threads = [
             threading.Thread(
                 target=s.serve_forever, kwargs={"poll_interval": _POLL}, daemon=True,

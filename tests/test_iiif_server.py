@@ -64,6 +64,26 @@ def test_exposes_one_url_per_host():
     server.stop()  # idempotent
 
 
+def test_plain_too_serves_https_and_http_on_one_port(tmp_path):
+    """One host, both schemes: URLs that differ only in their scheme reach it, get the same bytes
+    and count as one URL (what a test of 1.2's http/https twins needs)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with FakeIIIF(hosts=1, ssl_context=context, plain_too=True) as server:
+        secure = server.url(0, KEIO_ID)
+        plain = secure.replace("https://", "http://", 1)
+        assert secure.startswith("https://")
+        a = get(secure, verify=str(tmp_path / "ca.pem"))
+        b = get(plain)
+        assert a.status_code == b.status_code == 200 and a.content == b.content == server.expected_bytes(plain)
+        assert server.requests(secure) == server.requests(plain) == 2 and server.requests() == 2
+    with pytest.raises(ValueError):
+        FakeIIIF(hosts=1, plain_too=True)
+
+
 def test_module_imports_without_pytest_or_requests():
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import iiif_server; "

@@ -246,7 +246,7 @@ def test_a_torn_journal_line_does_not_swallow_the_next_row(tmp_path):
 
 def test_hand_edited_state_and_manifest_do_not_crash_verify(synth, tree, capsys):
     (tree / "kaokore.json").write_text('{"dataset_version": ["1.0"], "layout": 3, "metadata_pinned": false}')
-    text = (tree / "manifest.csv").read_text().replace(",split,fetched\n", ",bogus,fetched\n", 1)
+    text = (tree / "manifest.csv").read_text().replace(",split,fetched,", ",bogus,fetched,", 1)
     (tree / "manifest.csv").write_text(text)
     code, out, err = run_cli(capsys, "verify", "--dir", str(tree))
     assert "Traceback" not in err
