@@ -117,8 +117,11 @@ class DatasetDir:
             file is that record's bytes is for the caller to check); None when absent.
         """
         row = self.manifest.get(item.name)
+        first = image_path(item, layout or self.layout, classes)
+        if first in self.image_files:  # where nearly every image is: no other place to look at
+            return Found(first, row)
         candidates = candidate_paths(item, classes)
-        order = [image_path(item, layout or self.layout, classes)]
+        order = [first]
         # The manifest is a file in the user's folder: its path is trusted only where a
         # layout could put the image, or a crafted row would have us read or move anything.
         if row is not None and row.path in candidates:

@@ -19,6 +19,7 @@ import errno
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,6 +233,79 @@ def remove_folder(root: Pathish, rel: str) -> bool:
     return True
 
 
+class TreeReader:
+    """Reads many files under DIR, as `read_file` does, for a fraction of its system calls.
+
+    `read_file` resolves DIR and the file's folder and enters the folder from DIR each time.
+    Here each folder is entered once, the first time one of its files is read, and its files are
+    then opened by name inside it without following a link: 4 system calls per file instead of
+    about 15. A file that is itself a symbolic link is read by `read_file`, which follows it only
+    if it leads back inside DIR; a folder that cannot be entered (a link leading outside DIR) is
+    left to `read_file` too, which raises what it always raised. A folder swapped for a link
+    while its files are being read is not followed: the folder entered first is the one read.
+    Safe to use from several threads. Use as a context manager, or call `close`.
+    """
+
+    def __init__(self, root: Pathish):
+        self.root = root
+        self._folders: dict[str, int | None] = {}  # folder -> descriptor, None: left to read_file
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> TreeReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, rel: str) -> bytes:
+        """The bytes of `rel`, a file under DIR ('/' separators): `read_file`'s answer."""
+        folder, _, name = rel.rpartition("/")
+        fd = self._folder_fd(folder) if _AT and name not in ("", ".", "..") else None
+        if fd is None:
+            return read_file(self.root, rel)
+        try:
+            file = os.open(name, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link: followed only if it leads back inside DIR
+                return read_file(self.root, rel)
+            raise
+        try:
+            st = os.fstat(file)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", rel)
+            # One read for the whole file: a regular file gives less than asked only at its end.
+            data = os.read(file, st.st_size + 1)
+            if len(data) > st.st_size:  # it grew since: read on to its end
+                chunks = [data]
+                while chunk := os.read(file, 1 << 20):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            return data
+        finally:
+            os.close(file)
+
+    def _folder_fd(self, folder: str) -> int | None:
+        with self._lock:
+            if folder in self._folders:
+                return self._folders[folder]
+            fd = None
+            try:
+                real_root, parts = _resolve(self.root, folder or ".", follow_last=True)
+                with _folder(real_root, parts) as at:
+                    fd = os.dup(at.fd)
+            except OSError:
+                fd = None  # read_file raises its own error for each file of it
+            self._folders[folder] = fd
+            return fd
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._folders.values():
+                if fd is not None:
+                    os.close(fd)
+            self._folders.clear()
+
+
 def scan(root: Pathish, rel: str = ".") -> list[Entry]:
     """What folder `rel` under DIR holds, by name; [] if it cannot be listed or leads outside DIR."""
     try:
@@ -331,6 +405,6 @@ def _first_link_out(root: Pathish, rel: str) -> str:
     return "/".join(parts)
 
 
-__all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "check_dir", "inside", "make_folder", "move_file",
-           "update_file",
+__all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "TreeReader", "check_dir", "inside", "make_folder",
+           "move_file", "update_file",
            "open_fd", "open_file", "read_file", "remove_file", "remove_folder", "same_file", "scan", "write_file"]
