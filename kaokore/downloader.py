@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -18,7 +19,7 @@ from typing import TextIO
 from . import defaults, hints
 from . import metadata as md
 from ._version import __version__
-from .describe import download_command, write_dataset_description
+from .describe import download_command, prepare_description, write_dataset_description
 from .directory import IDENTIFYING_FILES, DatasetDir, inspect, resolve
 from .errors import DirectoryError, UsageError
 from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
@@ -191,10 +192,13 @@ def download(
                                  record=lambda row: (journal.append(row), journal.flush()))
             finally:
                 journal.close()
-            # Only now: the files are where this layout puts them, so the state may say so.
-            write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
-                        metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
-                        kaokore=__version__)
+            # Only now: the files are where this layout puts them, so the state may say so. The record of
+            # the description is carried over as it was: it says what the files were made of, not what DIR holds.
+            state = {"dataset_version": version.name, "layout": layout, "metadata_pinned": meta.pinned,
+                     "metadata_sha256": {n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
+                     "kaokore": __version__}
+            described = found.state.get("description")
+            write_state(root, **state, **({"description": described} if described is not None else {}))
             if plan.adopted or plan.relocated or plan.damaged:
                 # A checkpoint before the long part: an adopted file was normalized in place, and a
                 # rerun after a crash must not take the re-encoded bytes for the server's own.
@@ -219,6 +223,10 @@ def download(
                           relocated=plan.relocated, damaged=len(plan.damaged), adopted=plan.adopted)
         rows = dict(plan.rows)
         stopped: StoreError | None = None  # the FIRST error of the disk: it is what the user must hear
+        # What the description takes from the metadata alone is made while the images download,
+        # so that the run ends soon after its last image.
+        preparing = ThreadPoolExecutor(max_workers=1) if plan.fetch else None
+        prepared = preparing.submit(prepare_description, meta) if preparing is not None else None
         try:
             if plan.fetch:
                 reserve_space(root, _bookkeeping_bytes(rows, plan.fetch))
@@ -237,11 +245,16 @@ def download(
         if stopped is None:
             # Every run, a layout switch included: croissant.json, the card and imagefolder's files stay true.
             try:
-                write_dataset_description(root, meta, layout, rows.values(), version=version.name,
-                                          command=download_command(root, version.name, layout, splits, limit,
-                                                                   metadata_dir))
-            except DirectoryError as exc:  # the disk filled up at the last moment: still a summary
+                record = write_dataset_description(
+                    root, meta, layout, rows.values(), version=version.name,
+                    command=download_command(root, version.name, layout, splits, limit, metadata_dir),
+                    prepared=prepared.result() if prepared is not None else None, record=described)
+                if record != described:
+                    write_state(root, **state, description=record)
+            except (DirectoryError, StoreError) as exc:  # the disk filled up at the last moment: still a summary
                 stopped = StoreError(str(exc))
+        if preparing is not None:
+            preparing.shutdown(wait=False)
         _show(summary, started, stream, quiet)
     if stopped is not None:
         raise RunStopped(stopped, summary)
