@@ -16,6 +16,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from . import hints, versions
@@ -83,6 +84,11 @@ class DatasetDir:
     layout: str
     image_files: frozenset[str]  # every NNNNNNNN.jpg in a folder some layout uses, relative to DIR
 
+    @cached_property
+    def image_names(self) -> frozenset[str]:
+        """The names (NNNNNNNN.jpg) of `image_files`."""
+        return frozenset(rel.rpartition("/")[2] for rel in self.image_files)
+
     @property
     def holds_images(self) -> bool:
         """Whether DIR has images (or a record of them) that belong to some version."""
@@ -116,6 +122,8 @@ class DatasetDir:
             The file and the manifest's record of the image, if it has one (whether the
             file is that record's bytes is for the caller to check); None when absent.
         """
+        if item.name not in self.image_names:
+            return None
         row = self.manifest.get(item.name)
         first = image_path(item, layout or self.layout, classes)
         if first in self.image_files:  # where nearly every image is: no other place to look at

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+from . import versions
 from .attributes import Attributes
 from .attributes import parse_attributes as _parse_attributes
 from .errors import ChecksumError, MetadataError
-from .versions import METADATA_FILES, VERSIONS, Version
+from .versions import METADATA_FILES, Version
 
 IMAGE_NAME = re.compile(r"[0-9]{8}\.jpg")
 CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")  # must be safe as a folder name
@@ -172,13 +173,9 @@ def parse(files: Mapping[str, bytes], pinned: bool) -> Metadata:
                   for index in indices)
     tags = files.get("original_tags.txt")
     attributes = LazyAttributes(tags, urls)
-    if tags is not None and sha256(tags) not in _PINNED_TAGS:
+    if tags is not None and sha256(tags) not in {v.sha256["original_tags.txt"] for v in versions.VERSIONS.values()}:
         attributes.load()
     return Metadata(dict(files), items, classes, pinned, attributes)
-
-
-# Every pinned original_tags.txt: the files of the known versions, which parse.
-_PINNED_TAGS = frozenset(v.sha256["original_tags.txt"] for v in VERSIONS.values())
 
 
 def parse_attributes(data: bytes, urls: Sequence[str | None] = ()) -> dict[int, Attributes]:
