@@ -252,7 +252,10 @@ class HostScheduler:
         self._stopped = False
         self.hosts: dict[str, _Host] = {}
         for task in tasks:
-            self.hosts.setdefault(task.host, _Host()).pending.append(task)
+            host = self.hosts.get(task.host)
+            if host is None:
+                host = self.hosts[task.host] = _Host()
+            host.pending.append(task)
 
     # -- for workers --------------------------------------------------------
 

@@ -17,7 +17,6 @@ import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from importlib import resources
 from pathlib import Path
 
 from .errors import DirectoryError
@@ -341,6 +340,8 @@ def file_sha256(path: Path, root: Path | None = None) -> str:
 
 
 def content_providers() -> bytes:
+    from importlib import resources  # here: it imports tempfile, shutil, zipfile... (every command imports store)
+
     return resources.files("kaokore").joinpath(CONTENT_PROVIDERS).read_bytes()
 
 
