@@ -91,7 +91,7 @@ for line in sys.stdin:
     job = json.loads(line)
     with open(job["log"], "ab") as log:
         start = time.monotonic()
-        child = subprocess.Popen(job["argv"], env=job["env"], stdin=subprocess.DEVNULL, stdout=log,
+        child = subprocess.Popen(job["argv"], env=job["env"], cwd=job["cwd"], stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT)
         print(json.dumps({"pid": child.pid}), flush=True)
         _, status, usage = os.wait4(child.pid, 0)
@@ -109,7 +109,8 @@ class Launcher:
                                       stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def start(self, argv: list[str], env: dict, log: Path) -> int:
-        self._proc.stdin.write(json.dumps({"argv": argv, "env": env, "log": str(log)}) + "\n")
+        # In this checkout: `python -m kaokore` imports the kaokore of its working directory first.
+        self._proc.stdin.write(json.dumps({"argv": argv, "env": env, "log": str(log), "cwd": str(ROOT)}) + "\n")
         self._proc.stdin.flush()
         return json.loads(self._proc.stdout.readline())["pid"]
 
@@ -389,7 +390,7 @@ def measure_end_of_run(bench: Bench, tree: Path, meta_dir: Path, images: list[st
 
 
 def has_deep(bench: Bench) -> bool:
-    out = subprocess.run(bench.kaokore("verify", "--help"), env=bench.env, capture_output=True, text=True)
+    out = subprocess.run(bench.kaokore("verify", "--help"), env=bench.env, cwd=ROOT, capture_output=True, text=True)
     return "--deep" in out.stdout
 
 
@@ -404,7 +405,7 @@ def profile(bench: Bench, argv: list[str], out: Path) -> str:
     import pstats
 
     prof = out.with_suffix(".prof")
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), *argv[1:]], env=bench.env,
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), *argv[1:]], env=bench.env, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
     text = io.StringIO()
     stats = pstats.Stats(str(prof), stream=text)
