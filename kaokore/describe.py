@@ -32,7 +32,7 @@ from ._version import __version__
 from .attributes import ATTRIBUTE_NAMES, export_row, export_values
 from .errors import DirectoryError
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
-from .safefs import TreeReader, read_file, remove_file, remove_folder, scan, update_file
+from .safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
 from .store import ManifestRow
 
 HF_METADATA = "metadata.jsonl"  # a name imagefolder looks for; verify and the loaders skip it
@@ -246,9 +246,9 @@ def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
     list of Present
     """
     on_disk = set()
+    image = md.IMAGE_NAME.fullmatch
     for folder in layout_folders(layout, meta.classes):
-        on_disk.update(f"{folder}/{e.name}" for e in scan(root, folder)
-                       if e.is_file and md.IMAGE_NAME.fullmatch(e.name))
+        on_disk.update(f"{folder}/{name}" for name in scan_names(root, folder)[0] if image(name))
     if not on_disk:
         return []
     found = []

@@ -164,7 +164,7 @@ def download(
     # The user's own metadata is read (and validated) first: it is part of what DIR is judged against.
     custom_files = md.read_local(metadata_dir) if metadata_dir is not None else None
     # Judged before anything is written, so a refusal leaves DIR exactly as it was.
-    resolve(inspect(root), dataset_version, layout, custom_files)
+    resolve(inspect(root, manifest_later=True), dataset_version, layout, custom_files)
     if custom_files is not None:
         # Where the classes are known already, even the lock file waits for this check.
         check_dir(root, any_layout_folders(md.parse_classes(custom_files["labels.metadata.en.txt"])))

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -53,7 +54,7 @@ class Item:
     gender: int | None = None
     status: int | None = None
 
-    @property
+    @cached_property  # asked for many times per image by every command
     def name(self) -> str:
         return f"{self.index:08d}.jpg"
 

@@ -318,6 +318,25 @@ def scan(root: Pathish, rel: str = ".") -> list[Entry]:
         return []
 
 
+def scan_names(root: Pathish, rel: str = ".") -> tuple[list[str], list[str]]:
+    """`scan` as two lists of names, for folders of thousands of images: the regular files, and
+    the folders and symbolic links; ([], []) if it cannot be listed or leads outside DIR."""
+    files: list[str] = []
+    others: list[str] = []
+    try:
+        real_root, parts = _resolve(root, rel, follow_last=True)
+        with _folder(real_root, parts) as at:
+            with os.scandir(at.fd if at.fd is not None else at.path) as it:
+                for e in it:
+                    if e.is_file(follow_symlinks=False):
+                        files.append(e.name)
+                    elif e.is_dir(follow_symlinks=False) or e.is_symlink():
+                        others.append(e.name)
+    except OSError:
+        return [], []
+    return files, others
+
+
 # --- internals -------------------------------------------------------------------------------
 
 def _under(real_root: str, real: str) -> bool:
@@ -407,4 +426,5 @@ def _first_link_out(root: Pathish, rel: str) -> str:
 
 __all__ = ["Entry", "LEADS_OUTSIDE", "OutsideDir", "TMP_SUFFIX", "TreeReader", "check_dir", "inside", "make_folder",
            "move_file", "update_file",
-           "open_fd", "open_file", "read_file", "remove_file", "remove_folder", "same_file", "scan", "write_file"]
+           "open_fd", "open_file", "read_file", "remove_file", "remove_folder", "same_file", "scan", "scan_names",
+           "write_file"]
