@@ -371,9 +371,13 @@ def measure_first_request(bench: Bench, meta_dir: Path, version: str) -> Sample:
     return Sample(at - result["start"], cpu, hwm, 0, len(arrivals))
 
 
-def measure_end_of_run(bench: Bench, tree: Path, meta_dir: Path, images: list[str], missing: int) -> Sample:
-    """Delete `missing` images of the complete tree, then a download fetches them back."""
-    chosen = images[:: max(len(images) // missing, 1)][:missing]
+def measure_end_of_run(bench: Bench, tree: Path, meta_dir: Path, images: list[str], missing: int,
+                       round_: int = 0) -> Sample:
+    """Delete `missing` images of the complete tree, then a download fetches them back. Each round
+    takes other images, so that the tree changes each time (the server's bytes replace the built ones)
+    and the run has its whole description to remake, as a run that fetched something has."""
+    step = max(len(images) // missing, 1)
+    chosen = images[round_ % step:: step][:missing]
     for rel in chosen:
         (tree / rel).unlink()
     result, requests = bench.run(bench.kaokore("download", "--dir", str(tree), "--metadata-dir", str(meta_dir),
@@ -550,13 +554,14 @@ def main(argv: list[str] | None = None) -> int:
         deep = has_deep(bench)
         if not deep:
             figures["verify_deep"].note = "this kaokore has no --deep (plain verify decodes every image)"
-        for _ in range(args.repeat):
+        for round_ in range(args.repeat):
             # Interleaved, so that a slow minute of the machine spreads over every figure.
             if "first_request" in args.only:
                 figures["first_request"].samples.append(measure_first_request(bench, meta_dir, "1.3"))
             if "end_of_run" in args.only:
                 missing = min(MISSING, count // 4)
-                figures["end_of_run"].samples.append(measure_end_of_run(bench, tree, meta_dir, images, missing))
+                figures["end_of_run"].samples.append(
+                    measure_end_of_run(bench, tree, meta_dir, images, missing, round_))
             for key, argv_ in commands.items():
                 if key not in args.only or (key == "verify_deep" and not deep):
                     continue
@@ -568,12 +573,17 @@ def main(argv: list[str] | None = None) -> int:
             args.profile_dir.mkdir(parents=True, exist_ok=True)
             profiled = dict(commands, first_request=bench.kaokore(
                 "download", "--dir", str(work / "fresh-profile"), "--metadata-dir", str(meta_dir),
-                "--dataset_version", "1.3", "--quiet", "--limit", "1"))
+                "--dataset_version", "1.3", "--quiet", "--limit", "1"),
+                end_of_run=bench.kaokore("download", "--dir", str(tree), "--metadata-dir", str(meta_dir), "--quiet"))
             profiled.pop("import")
             if not deep:
                 profiled.pop("verify_deep")
             for key, argv_ in profiled.items():
                 if key in args.only:
+                    if key == "end_of_run":  # the whole run: the part after its last response is at the end
+                        step = max(len(images) // MISSING, 1)
+                        for rel in images[(args.repeat + 1) % step:: step][:MISSING]:
+                            (tree / rel).unlink()
                     profiles[key] = profile(bench, argv_, args.profile_dir / key)
     finally:
         bench.close()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import metadata as md
 from ._version import __version__
-from .attributes import ATTRIBUTE_NAMES, export_row, export_values
+from .attributes import ATTRIBUTE_NAMES, Attributes, export_row, export_values
 from .errors import DirectoryError
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
 from .safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
@@ -48,20 +48,25 @@ _WRITERS = ("describe", "card", "croissant", "citation", "attributes")
 
 @dataclass(frozen=True)
 class Prepared:
-    """What the description takes from the metadata alone, made before the images are known
-    (`prepare_description`): the slow part, original_tags.txt, done while they download.
+    """What the description takes from the metadata and the layout alone, made before the images
+    are known (`prepare_description`): the slow part, done while they download.
 
     Attributes
     ----------
+    layout : str
+        The layout it was made for.
     attributes_csv : bytes
         attributes.csv.
-    columns : Mapping of int to str
-        Each image's metadata.jsonl columns after ``status`` (its `export_row`), as JSON
-        without the opening brace, by image index.
+    places : tuple of Present
+        Every image of the version at its place in `layout`, by image number.
+    lines : Mapping of int to (str, bytes)
+        By image index: the folder whose metadata.jsonl lists the image, and its line there.
     """
 
+    layout: str
     attributes_csv: bytes
-    columns: Mapping[int, str]
+    places: tuple
+    lines: Mapping[int, tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -80,30 +85,47 @@ class Present:
     rel: str  # relative to DIR, '/' separators
 
 
-def prepare_description(meta: md.Metadata) -> Prepared:
-    """The parts of the description that depend on the metadata alone; no I/O, so a run can
-    make them on another thread while it fetches.
+def prepare_description(meta: md.Metadata, layout: str) -> Prepared:
+    """The parts of the description that depend on the metadata and the layout alone; no I/O,
+    so a run can make them on another thread while it fetches.
 
     Parameters
     ----------
     meta : Metadata
         The parsed metadata.
+    layout : str
+        The layout DIR will be in.
 
     Returns
     -------
     Prepared
     """
-    attributes = meta.attributes
-    columns = {}
+    classes = meta.classes
+    attributes = meta.attributes.once() if isinstance(meta.attributes, md.LazyAttributes) else meta.attributes
+    places = tuple(Present(item, image_path(item, layout, classes)) for item in meta.items)
+    lines = {}
     absent = None
-    for item in meta.downloadable:
+    for p in places:
+        item = p.item
+        if not item.url:
+            continue
+        if layout == "flat":
+            folder = FLAT_FOLDER
+        elif item.split is None:
+            continue  # unlabeled/ is no split name: it gets no rows
+        else:
+            folder = item.split
         found = attributes.get(item.index)
         if found is None:
-            absent = absent or _JSON.encode(export_row(None))[1:]
-            columns[item.index] = absent
+            columns = absent = absent or _JSON.encode(export_row(None))[1:]
         else:
-            columns[item.index] = _JSON.encode(dict(zip(ATTRIBUTE_NAMES, export_values(found))))[1:]
-    return Prepared(attributes_csv(meta), columns)
+            columns = _JSON.encode(dict(zip(ATTRIBUTE_NAMES, export_values(found))))[1:]
+        # hf_row as JSON: json.dumps(row, ensure_ascii=False, separators=(",", ":")), piece by piece.
+        lines[item.index] = (folder, (
+            f'{{"file_name":{encode_basestring(p.rel[len(folder) + 1:])},"name":{encode_basestring(item.name)},'
+            f'"split":{encode_basestring(item.split or UNLABELED)},"gender":{_JSON.encode(item.gender)},'
+            f'"status":{_JSON.encode(item.status)},{columns}\n').encode())
+    return Prepared(layout, attributes_csv(meta, attributes), places, lines)
 
 
 def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout: str,
@@ -149,12 +171,14 @@ def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout
 
     root = Path(root)
     rows = list(rows)
-    present = present_images(root, meta, layout)
+    if prepared is not None and prepared.layout != layout:
+        prepared = None
+    present = present_images(root, meta, layout, prepared)
     card = card_path(root)
     inputs = _inputs(meta, layout, present, rows, version, command, card)
     if _unchanged(root, record, inputs):
         return dict(record)
-    prepared = prepared or prepare_description(meta)
+    prepared = prepared or prepare_description(meta, layout)
     hf = hf_files(meta, layout, present, prepared)
     try:
         update_file(root, ATTRIBUTES_CSV, prepared.attributes_csv)
@@ -229,7 +253,7 @@ def _unchanged(root: Path, record: Mapping | None, inputs: str) -> bool:
     return True
 
 
-def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
+def present_images(root: Path, meta: md.Metadata, layout: str, prepared: Prepared | None = None) -> list[Present]:
     """The version's images that are where `layout` puts them, by image number.
 
     Parameters
@@ -240,6 +264,8 @@ def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
         The parsed metadata of the version DIR holds.
     layout : str
         The layout to look in.
+    prepared : Prepared, optional
+        `prepare_description(meta, layout)`, if made already: it knows every image's place.
 
     Returns
     -------
@@ -251,8 +277,10 @@ def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
         on_disk.update(f"{folder}/{name}" for name in scan_names(root, folder)[0] if image(name))
     if not on_disk:
         return []
-    found = []
+    if prepared is not None and prepared.layout == layout:
+        return [p for p in prepared.places if p.rel in on_disk]
     classes = meta.classes
+    found = []
     for item in meta.items:
         rel = image_path(item, layout, classes)
         if rel in on_disk:
@@ -260,13 +288,15 @@ def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
     return found
 
 
-def attributes_csv(meta: md.Metadata) -> bytes:
+def attributes_csv(meta: md.Metadata, attributes: Mapping[int, Attributes] | None = None) -> bytes:
     """attributes.csv: every image original_tags.txt describes, by image number.
 
     Parameters
     ----------
     meta : Metadata
         The parsed metadata.
+    attributes : Mapping of int to Attributes, optional
+        ``meta.attributes``, if read already.
 
     Returns
     -------
@@ -276,7 +306,7 @@ def attributes_csv(meta: md.Metadata) -> bytes:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ATTRIBUTE_COLUMNS)
-    attributes = meta.attributes
+    attributes = meta.attributes if attributes is None else attributes
     writer.writerows([f"{index:08d}.jpg", *export_values(attributes[index])] for index in sorted(attributes))
     return out.getvalue().encode("utf-8")
 
@@ -351,28 +381,21 @@ def hf_files(meta: md.Metadata, layout: str, present: Sequence[Present],
     present : sequence of Present
         The images on disk (`present_images`).
     prepared : Prepared, optional
-        `prepare_description(meta)`, if made already.
+        `prepare_description(meta, layout)`, if made already.
 
     Returns
     -------
     dict of str to bytes
     """
-    columns = (prepared or prepare_description(meta)).columns
-    lines: dict[str, list[str]] = {}
+    if prepared is None or prepared.layout != layout:
+        prepared = prepare_description(meta, layout)
+    lines: dict[str, list[bytes]] = {}
+    made = prepared.lines
     for p in present:
-        item = p.item
-        if layout == "flat":
-            folder = FLAT_FOLDER
-        elif item.split is None:
-            continue
-        else:
-            folder = item.split
-        # hf_row as JSON, the columns after `status` made beforehand.
-        lines.setdefault(folder, []).append(
-            f'{{"file_name":{encode_basestring(p.rel[len(folder) + 1:])},"name":{encode_basestring(item.name)},'
-            f'"split":{encode_basestring(item.split or UNLABELED)},"gender":{_JSON.encode(item.gender)},'
-            f'"status":{_JSON.encode(item.status)},{columns[item.index]}\n')
-    return {f"{folder}/{HF_METADATA}": "".join(text).encode("utf-8") for folder, text in lines.items()}
+        entry = made.get(p.item.index)
+        if entry is not None:
+            lines.setdefault(entry[0], []).append(entry[1])
+    return {f"{folder}/{HF_METADATA}": b"".join(text) for folder, text in lines.items()}
 
 
 def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],

@@ -81,6 +81,11 @@ class LazyAttributes(Mapping):
             self._data = self._urls = None
         return self._parsed
 
+    def once(self) -> Mapping[int, Attributes]:
+        """The attributes, parsed now if they were not already, without keeping them (~10 MB for 1.3):
+        for a caller that reads them once."""
+        return self._parsed if self._parsed is not None else parse_attributes(self._data, self._urls)
+
     def __getitem__(self, index: int) -> Attributes:
         return self.load()[index]
 

@@ -38,9 +38,9 @@ def prepared(monkeypatch) -> list[int]:
     calls = []
     real = describe.prepare_description
 
-    def counted(meta):
+    def counted(meta, layout):
         calls.append(1)
-        return real(meta)
+        return real(meta, layout)
 
     monkeypatch.setattr(describe, "prepare_description", counted)
     monkeypatch.setattr(kaokore.downloader, "prepare_description", counted)
