@@ -94,8 +94,7 @@ def check_dir(root: Pathish, folders: Iterable[str] = (), files: Iterable[str] =
 
 def make_folder(root: Pathish, rel: str) -> None:
     """Create folder `rel` under DIR and its parents, as `mkdir -p` would, without leaving DIR."""
-    real_root, parts = _resolve(root, rel, follow_last=True)
-    with _folder(real_root, parts, create=True):
+    with _inside(root, rel, create=True):
         pass
 
 
@@ -115,10 +114,8 @@ def write_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> N
 
 
 def _write_file(root: Pathish, rel: str, data: bytes, durable: bool) -> None:
-    real_root, parts = _resolve(root, rel, follow_last=False)
-    name = parts.pop()
-    tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-    with _folder(real_root, parts) as at:
+    with _entry(root, rel) as (at, name):
+        tmp = f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}"
         fd = os.open(*at(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY, 0o644,
                      **at.kw)
         try:  # from here the temporary is ours to remove
@@ -158,11 +155,22 @@ def read_file(root: Pathish, rel: str) -> bytes:
 
 def open_file(root: Pathish, rel: str) -> BinaryIO:
     """`rel` under DIR opened for reading (a link leading inside DIR is followed, one leading outside is not)."""
-    real_root, parts = _resolve(root, rel, follow_last=True)
-    name = parts.pop() if parts else "."
-    with _folder(real_root, parts) as at:
-        # O_NONBLOCK: a FIFO planted under a file's name must not hang the run in open().
-        fd = os.open(*at(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK, **at.kw)
+    # O_NONBLOCK: a FIFO planted under a file's name must not hang the run in open().
+    flags = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK
+    fd = None
+    if _AT and _parts(rel):
+        try:
+            with _entry(root, rel) as (at, name):
+                fd = os.open(*at(name), flags, **at.kw)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # A link on the way, or the file itself one: resolved, and followed only if it leads back inside DIR.
+    if fd is None:
+        real_root, parts = _resolve(root, rel, follow_last=True)
+        name = parts.pop() if parts else "."
+        with _folder(real_root, parts) as at:
+            fd = os.open(*at(name), flags, **at.kw)
     _regular_only(fd, rel)
     return open(fd, "rb", closefd=True)
 
@@ -179,9 +187,7 @@ def _regular_only(fd: int, rel: Pathish) -> None:
 def open_fd(root: Pathish, rel: str, flags: int, mode: int = 0o644) -> int:
     """A descriptor for `rel` under DIR opened with `flags`, never through a link at any component
     (at the last one: OSError ELOOP). For files kaokore keeps open itself, like the run lock."""
-    real_root, parts = _resolve(root, rel, follow_last=False)
-    name = parts.pop()
-    with _folder(real_root, parts) as at:
+    with _entry(root, rel) as (at, name):
         fd = os.open(*at(name), flags | _NOFOLLOW | _CLOEXEC | _BINARY | _NONBLOCK, mode, **at.kw)
     _regular_only(fd, rel)
     return fd
@@ -202,10 +208,8 @@ def same_file(root: Pathish, rel: str, fd: int) -> bool:
 
 def remove_file(root: Pathish, rel: str) -> bool:
     """Delete `rel`'s entry under DIR (a link itself, never its target). False if it was not there."""
-    real_root, parts = _resolve(root, rel, follow_last=False)
-    name = parts.pop()
     try:
-        with _folder(real_root, parts) as at:
+        with _entry(root, rel) as (at, name):
             os.unlink(*at(name), **at.kw)
     except FileNotFoundError:
         return False
@@ -290,8 +294,7 @@ class TreeReader:
                 return self._folders[folder]
             fd = None
             try:
-                real_root, parts = _resolve(self.root, folder or ".", follow_last=True)
-                with _folder(real_root, parts) as at:
+                with _inside(self.root, folder or ".") as at:
                     fd = os.dup(at.fd)
             except OSError:
                 fd = None  # read_file raises its own error for each file of it
@@ -309,8 +312,7 @@ class TreeReader:
 def scan(root: Pathish, rel: str = ".") -> list[Entry]:
     """What folder `rel` under DIR holds, by name; [] if it cannot be listed or leads outside DIR."""
     try:
-        real_root, parts = _resolve(root, rel, follow_last=True)
-        with _folder(real_root, parts) as at:
+        with _inside(root, rel) as at:
             with os.scandir(at.fd if at.fd is not None else at.path) as it:
                 return [Entry(e.name, e.is_file(follow_symlinks=False), e.is_dir(follow_symlinks=False),
                               e.is_symlink()) for e in it]
@@ -324,8 +326,7 @@ def scan_names(root: Pathish, rel: str = ".") -> tuple[list[str], list[str]]:
     files: list[str] = []
     others: list[str] = []
     try:
-        real_root, parts = _resolve(root, rel, follow_last=True)
-        with _folder(real_root, parts) as at:
+        with _inside(root, rel) as at:
             with os.scandir(at.fd if at.fd is not None else at.path) as it:
                 for e in it:
                     if e.is_file(follow_symlinks=False):
@@ -365,6 +366,76 @@ def _resolve(root: Pathish, rel: str, *, follow_last: bool) -> tuple[str, list[s
         raise OSError(errno.ELOOP, LEADS_OUTSIDE, os.path.join(str(root), *parts))
     below = [p for p in os.path.relpath(real, real_root).split(os.sep) if p != "."]
     return real_root, below if follow_last else [*below, parts[-1]]
+
+
+@contextmanager
+def _entry(root: Pathish, rel: str) -> Iterator[tuple[_At, str]]:
+    """The folder holding `rel`'s entry, entered from DIR without following a link, and the entry's
+    name: the entry itself is not followed (it is created, replaced, removed or opened O_NOFOLLOW)."""
+    parts = _parts(rel)
+    if not parts:
+        raise OSError(errno.EINVAL, "not a file inside DIR", os.fspath(rel))
+    fd = _plain_walk(root, parts[:-1])
+    if fd is not None:
+        try:
+            yield _At(fd, os.path.join(root, *parts[:-1])), parts[-1]
+        finally:
+            os.close(fd)
+        return
+    real_root, below = _resolve(root, rel, follow_last=False)
+    name = below.pop()
+    with _folder(real_root, below) as at:
+        yield at, name
+
+
+@contextmanager
+def _inside(root: Pathish, rel: str, create: bool = False) -> Iterator[_At]:
+    """Folder `rel` under DIR entered (created first with `create`), a link on the way followed only
+    if it leads back inside DIR."""
+    parts = _parts(rel)
+    fd = _plain_walk(root, parts, create)
+    if fd is not None:
+        try:
+            yield _At(fd, os.path.join(root, *parts))
+        finally:
+            os.close(fd)
+        return
+    real_root, below = _resolve(root, rel, follow_last=True)
+    with _folder(real_root, below, create) as at:
+        yield at
+
+
+def _plain_walk(root: Pathish, parts: list[str], create: bool = False) -> int | None:
+    """A descriptor of DIR/parts when no component is a link, entered one component at a time
+    with O_NOFOLLOW; None when one is (or is no folder): then `_resolve` finds where it leads.
+    Every DIR has this common case: it saves resolving DIR's and the folder's real paths
+    (an lstat per component of each) for every file."""
+    if not _AT:
+        return None
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)  # DIR itself may be a link: the user's path
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    os.close(fd)
+                    return None
+                raise
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        raise
+    return fd
 
 
 @dataclass
