@@ -54,7 +54,12 @@ class Item:
     gender: int | None = None
     status: int | None = None
 
-    @cached_property  # asked for many times per image by every command
+    def __post_init__(self) -> None:
+        # `name` is asked for many times per image by every command: made once, here (a frozen
+        # dataclass's own fields cannot be set, but its instance dict can).
+        self.__dict__["name"] = f"{self.index:08d}.jpg"
+
+    @cached_property
     def name(self) -> str:
         return f"{self.index:08d}.jpg"
 
