@@ -580,11 +580,12 @@ class WholeProcess:
 def run_whole_process(ctx, spec: RunSpec, workdir: Path, repeat: int) -> WholeProcess:
     """`repeat` pairs, each on a fresh server with URLs of its own (so every request is a fresh
     render), the order alternating so that neither client always runs first."""
-    from commands import Launcher  # the launcher that keeps each child's peak RSS its own
+    from commands import Launcher, bytecode  # the launcher keeps each child's peak RSS its own
 
     result = WholeProcess(spec=spec)
     env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    bytecode(env, workdir)  # kaokore's modules compiled once, as installed, like requests' own
     launcher = Launcher()
     try:
         for n in range(repeat):

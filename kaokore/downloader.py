@@ -180,6 +180,7 @@ def download(
         resolved = resolve(found, dataset_version, layout, custom_files)
         version, layout = resolved.version, resolved.layout
         meta = _load_metadata(found, version, session, options, policy, custom_files, metadata_url)
+        found = replace(found, files={})  # DIR's copies of the metadata are read: 3 MB less to hold for 1.3
         # Class folders are known only now: a link among them is refused before anything is written.
         check_dir(root, any_layout_folders(meta.classes))
         # What the description takes from the metadata alone is made on a thread while the images

@@ -139,12 +139,26 @@ def update_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> 
 
     A rerun of a complete tree rewrites nothing, so it also completes on a full disk."""
     try:
-        if read_file(root, rel) == data:
+        if _holds(root, rel, data):
             return False
     except OSError:
         pass  # absent, a link leading outside, not a regular file: written (replaced) below
     write_file(root, rel, data, durable)
     return True
+
+
+def _holds(root: Pathish, rel: str, data: bytes) -> bool:
+    """Whether `rel` holds exactly `data`: its size first, then 1 MiB at a time (no second copy in memory)."""
+    view = memoryview(data)
+    with open_file(root, rel) as f:
+        if os.fstat(f.fileno()).st_size != len(data):
+            return False
+        at = 0
+        while block := f.read(1 << 20):
+            if view[at:at + len(block)] != block:
+                return False
+            at += len(block)
+        return at == len(data)
 
 
 def read_file(root: Pathish, rel: str) -> bytes:
