@@ -86,6 +86,12 @@ class LazyAttributes(Mapping):
             self._data = self._urls = None
         return self._parsed
 
+    def check(self) -> None:
+        """Parse the file now, so that a bad line raises here; what it gives is parsed again on use
+        (a download uses it once, on another thread, and need not hold ~10 MB meanwhile)."""
+        if self._parsed is None:
+            parse_attributes(self._data, self._urls)
+
     def once(self) -> Mapping[int, Attributes]:
         """The attributes, parsed now if they were not already, without keeping them (~10 MB for 1.3):
         for a caller that reads them once."""
@@ -185,7 +191,7 @@ def parse(files: Mapping[str, bytes], pinned: bool) -> Metadata:
     tags = files.get("original_tags.txt")
     attributes = LazyAttributes(tags, urls)
     if tags is not None and sha256(tags) not in {v.sha256["original_tags.txt"] for v in versions.VERSIONS.values()}:
-        attributes.load()
+        attributes.check()
     return Metadata(dict(files), items, classes, pinned, attributes)
 
 
