@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import metadata as md
 from ._version import __version__
-from .attributes import ATTRIBUTE_NAMES, Attributes, export_row, export_values
+from .attributes import ATTRIBUTE_NAMES, export_fields, export_row, field_values
 from .errors import DirectoryError
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
 from .safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
@@ -101,7 +101,7 @@ def prepare_description(meta: md.Metadata, layout: str) -> Prepared:
     Prepared
     """
     classes = meta.classes
-    attributes = meta.attributes.once() if isinstance(meta.attributes, md.LazyAttributes) else meta.attributes
+    fields = _fields(meta)
     places = tuple(Present(item, image_path(item, layout, classes)) for item in meta.items)
     lines = {}
     absent = None
@@ -115,17 +115,24 @@ def prepare_description(meta: md.Metadata, layout: str) -> Prepared:
             continue  # unlabeled/ is no split name: it gets no rows
         else:
             folder = item.split
-        found = attributes.get(item.index)
+        found = fields.get(item.index)
         if found is None:
             columns = absent = absent or _JSON.encode(export_row(None))[1:]
         else:
-            columns = _JSON.encode(dict(zip(ATTRIBUTE_NAMES, export_values(found))))[1:]
+            columns = _JSON.encode(dict(zip(ATTRIBUTE_NAMES, export_fields(found))))[1:]
         # hf_row as JSON: json.dumps(row, ensure_ascii=False, separators=(",", ":")), piece by piece.
         lines[item.index] = (folder, (
             f'{{"file_name":{encode_basestring(p.rel[len(folder) + 1:])},"name":{encode_basestring(item.name)},'
             f'"split":{encode_basestring(item.split or UNLABELED)},"gender":{_JSON.encode(item.gender)},'
             f'"status":{_JSON.encode(item.status)},{columns}\n').encode())
-    return Prepared(layout, attributes_csv(meta, attributes), places, lines)
+    return Prepared(layout, attributes_csv(meta, fields), places, lines)
+
+
+def _fields(meta: md.Metadata) -> dict[int, tuple]:
+    """Each image's attributes as a tuple of fields, by image index (lighter than Attributes)."""
+    if isinstance(meta.attributes, md.LazyAttributes):
+        return dict(meta.attributes.fields())
+    return {index: field_values(a) for index, a in meta.attributes.items()}
 
 
 def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout: str,
@@ -288,15 +295,15 @@ def present_images(root: Path, meta: md.Metadata, layout: str, prepared: Prepare
     return found
 
 
-def attributes_csv(meta: md.Metadata, attributes: Mapping[int, Attributes] | None = None) -> bytes:
+def attributes_csv(meta: md.Metadata, fields: Mapping[int, Sequence] | None = None) -> bytes:
     """attributes.csv: every image original_tags.txt describes, by image number.
 
     Parameters
     ----------
     meta : Metadata
         The parsed metadata.
-    attributes : Mapping of int to Attributes, optional
-        ``meta.attributes``, if read already.
+    fields : Mapping of int to sequence, optional
+        Each image's attributes as fields in order (`kaokore.attributes.field_rows`), if read already.
 
     Returns
     -------
@@ -306,8 +313,9 @@ def attributes_csv(meta: md.Metadata, attributes: Mapping[int, Attributes] | Non
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(ATTRIBUTE_COLUMNS)
-    attributes = meta.attributes if attributes is None else attributes
-    writer.writerows([f"{index:08d}.jpg", *export_values(attributes[index])] for index in sorted(attributes))
+    if fields is None:
+        fields = _fields(meta)
+    writer.writerows([f"{index:08d}.jpg", *export_fields(fields[index])] for index in sorted(fields))
     return out.getvalue().encode("utf-8")
 
 
