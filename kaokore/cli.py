@@ -41,7 +41,7 @@ What "is a 256x256 RGB JPEG" proves depends on the mode:
           is decoded in full.
   --deep  every image is decoded in full, whatever its row says: also finds
           damage the manifest does not show (a row edited to match damaged
-          bytes). About three times slower."""
+          bytes). About five times the CPU of a plain check."""
 
 VERIFY_EXIT_STATUSES = """exit status:
   0    every listed image is present, intact and normalized; metadata matches its pins
