@@ -156,6 +156,7 @@ def test_commands_benchmark_measures_an_existing_tree(srv, synth, tmp_path):
     assert kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True).exit_status == 0
     images = {p: p.read_bytes() for p in tree.rglob("*.jpg")}
     manifest = (tree / "manifest.csv").read_bytes()
+    srv.reset_stats()
 
     stdout, doc = run_commands(tmp_path, "--dir", str(tree), "--only", "rerun,verify,info")
 
@@ -163,6 +164,7 @@ def test_commands_benchmark_measures_an_existing_tree(srv, synth, tmp_path):
     assert set(figures) == {"rerun", "verify", "info"}
     assert all(f["samples"][0]["status"] == 0 for f in figures.values())
     # Measured, not changed: the rerun fetched and moved nothing (its card names the command it was).
+    assert [path for _, path in srv.request_log if "/iiif/" in path] == []
     assert {p: p.read_bytes() for p in tree.rglob("*.jpg")} == images
     assert (tree / "manifest.csv").read_bytes() == manifest
 
