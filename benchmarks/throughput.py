@@ -20,6 +20,7 @@ does not leak into the next.
 
     python benchmarks/throughput.py                 # the target configuration; checks the targets
     python benchmarks/throughput.py --floor         # plus a bare http.client reference client
+    python benchmarks/throughput.py --whole-process # `kaokore download` vs a bare requests client, start to exit
     python benchmarks/throughput.py --sweep         # vary --per-host and --threads
     python benchmarks/throughput.py --repeat 3 --json-out bench.json
 
@@ -41,6 +42,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -58,6 +60,8 @@ TARGET_CPU_MS_PASS = 2.0
 TARGET_CPU_MS_CONVERTED = 10.0
 TARGET_RSS_MB = 150.0
 TARGET_RSS_IMAGES = 10_000
+TARGET_WHOLE_PROCESS_RATIO = 1.03  # issue 21: `kaokore download`, start to exit, against the bare client
+ROOT = TESTS_DIR.parent
 
 # IIIF size parameters: the server answers "256,256" with a 256x256 RGB JPEG,
 # which kaokore keeps byte for byte; "!200,200" gives 200x200, which it must
@@ -507,6 +511,141 @@ def run(ctx, spec: RunSpec, workdir: Path, repeat: int, profile_dir: Path | None
 
 
 # --------------------------------------------------------------------------
+# Whole processes: `kaokore download` against a bare requests client
+# --------------------------------------------------------------------------
+
+
+def bare_client(urls_file: str, per_host: int) -> int:
+    """The reference client of the whole-process comparison, run as its own process: `per_host`
+    keep-alive `requests` sessions per host, each fetching its share of urls.txt and storing
+    nothing. Its wall time from start to exit is what any requests-based client pays: the
+    interpreter, `import requests`, the servers' time, and no bookkeeping at all."""
+    import threading
+    from collections import defaultdict
+    from urllib.parse import urlsplit
+
+    import requests
+
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for url in Path(urls_file).read_text().split("\n"):
+        if url.strip():
+            by_host[urlsplit(url).netloc].append(url.strip())
+    done, lock = [0], threading.Lock()
+
+    def worker(urls: list[str]) -> None:
+        with requests.Session() as session:
+            while True:
+                with lock:
+                    if not urls:
+                        return
+                    url = urls.pop()
+                response = session.get(url, timeout=30)
+                if response.status_code == 200 and response.content:
+                    with lock:
+                        done[0] += 1
+
+    workers = [threading.Thread(target=worker, args=(urls,)) for urls in by_host.values() for _ in range(per_host)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    total = sum(1 for url in Path(urls_file).read_text().split("\n") if url.strip())
+    print(json.dumps({"downloaded": done[0], "failed": total - done[0]}))
+    return 0 if done[0] == total else 1
+
+
+@dataclass
+class WholeProcess:
+    """Pairs of whole-process runs on the same servers: kaokore's CLI, then the bare client (or the other way)."""
+
+    spec: RunSpec
+    kaokore_wall_s: list[float] = field(default_factory=list)
+    bare_wall_s: list[float] = field(default_factory=list)
+    kaokore_cpu_s: list[float] = field(default_factory=list)
+    bare_cpu_s: list[float] = field(default_factory=list)
+    kaokore_rss_mb: list[float] = field(default_factory=list)
+    bare_rss_mb: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(self, name))
+
+    def to_json(self) -> dict:
+        doc = asdict(self)
+        doc["spec"] = asdict(self.spec)
+        doc["ratio_median"] = self.median("ratios")
+        return doc
+
+
+def run_whole_process(ctx, spec: RunSpec, workdir: Path, repeat: int) -> WholeProcess:
+    """`repeat` pairs, each on a fresh server with URLs of its own (so every request is a fresh
+    render), the order alternating so that neither client always runs first."""
+    from commands import Launcher, bytecode  # the launcher keeps each child's peak RSS its own
+
+    result = WholeProcess(spec=spec)
+    env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    bytecode(env, workdir)  # kaokore's modules compiled once, as installed, like requests' own
+    launcher = Launcher()
+    try:
+        for n in range(repeat):
+            walls = {}
+            with ServerProcess(ctx, hosts=spec.hosts, server_time=spec.server_time, rtt=spec.rtt,
+                               capacity=spec.capacity) as server:
+                run_dir = Path(tempfile.mkdtemp(prefix=f"whole-{n}-", dir=workdir))
+                order = ("kaokore", "bare") if n % 2 == 0 else ("bare", "kaokore")
+                for client in order:
+                    asked = [(h, f"{client}{n}/{ident}", region, size) for h, ident, region, size in
+                             url_requests(spec.images, spec.hosts, MODES[spec.mode], spec.host_weights)]
+                    urls = server.call("urls", asked)
+                    meta = run_dir / f"{client}-metadata"
+                    write_metadata(meta, urls)
+                    if client == "kaokore":
+                        argv = [sys.executable, "-m", "kaokore", "download", "--dir", str(run_dir / "data"),
+                                "--metadata-dir", str(meta), "--threads", str(spec.threads),
+                                "--per-host", str(spec.per_host), "--quiet"]
+                    else:
+                        argv = [sys.executable, str(Path(__file__).resolve()), "--bare-client", str(meta / "urls.txt"),
+                                "--per-host", str(spec.per_host)]
+                    launcher.start(argv, env, run_dir / f"{client}.log")
+                    got = launcher.wait()
+                    if got["status"] != 0:
+                        raise RuntimeError(f"{client} exited with {got['status']}: "
+                                           f"{(run_dir / f'{client}.log').read_text()[-1000:]}")
+                    walls[client] = got["end"] - got["start"]
+                    getattr(result, f"{client}_wall_s").append(round(walls[client], 3))
+                    getattr(result, f"{client}_cpu_s").append(round(got["user"] + got["sys"], 3))
+                    getattr(result, f"{client}_rss_mb").append(round(got["maxrss_kb"] / 1024, 1))
+            result.ratios.append(round(walls["kaokore"] / walls["bare"], 4))
+            print(f"  whole process {n + 1}/{repeat}: kaokore {walls['kaokore']:.2f} s, bare {walls['bare']:.2f} s, "
+                  f"ratio {result.ratios[-1]:.3f}", file=sys.stderr)
+    finally:
+        launcher.close()
+    return result
+
+
+def format_whole_process(w: WholeProcess) -> str:
+    rows = [("client (whole process, start to exit)", "wall s", "CPU s", "peak RSS MB", "runs (wall s)"),
+            ("kaokore download (the command line)", f"{w.median('kaokore_wall_s'):.2f}",
+             f"{w.median('kaokore_cpu_s'):.2f}", f"{w.median('kaokore_rss_mb'):.0f}",
+             " ".join(f"{v:.2f}" for v in w.kaokore_wall_s)),
+            (f"bare requests client ({w.spec.per_host} sessions per host, stores nothing)",
+             f"{w.median('bare_wall_s'):.2f}", f"{w.median('bare_cpu_s'):.2f}", f"{w.median('bare_rss_mb'):.0f}",
+             " ".join(f"{v:.2f}" for v in w.bare_wall_s))]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("| " + " | ".join(c.ljust(wd) if i in (0, 4) else c.rjust(wd)
+                                       for i, (c, wd) in enumerate(zip(row, widths))) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (wd + 1) + ("-" if i in (0, 4) else ":")
+                                        for i, wd in enumerate(widths)) + "|")
+    lines.append(f"ratio kaokore / bare, pair by pair: {' '.join(f'{r:.3f}' for r in w.ratios)} "
+                 f"(median {w.median('ratios'):.3f})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
@@ -556,6 +695,13 @@ def format_table(results: list[RunResult]) -> str:
         if n == 0:
             lines.append("|" + "|".join("-" * (w + 1) + (":" if i >= 2 else "-") for i, w in enumerate(widths)) + "|")
     return "\n".join(lines)
+
+
+def check_whole_process(w: WholeProcess) -> dict:
+    ratio = w.median("ratios")
+    return {"target": "whole process vs bare client", "run": "whole", "value": round(ratio, 4),
+            "limit": TARGET_WHOLE_PROCESS_RATIO, "met": ratio <= TARGET_WHOLE_PROCESS_RATIO,
+            "indicative_only": not w.spec.is_target_config() or w.spec.images < 900, "unit": ""}
 
 
 def check_targets(results: list[RunResult]) -> list[dict]:
@@ -657,6 +803,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--floor", action="store_true",
                    help="also time a bare http.client reference client (no decoding, no files): "
                         "what the test server and this machine allow any client")
+    p.add_argument("--whole-process", action="store_true",
+                   help="instead: time `kaokore download` and a bare requests client (per-host keep-alive sessions, "
+                        "storing nothing) as whole processes, start to exit, in --repeat pairs; the target is "
+                        f"a ratio <= {TARGET_WHOLE_PROCESS_RATIO}")
+    p.add_argument("--bare-client", metavar="URLS", help=argparse.SUPPRESS)  # the bare client's own process
     p.add_argument("--rss-images", type=int, default=TARGET_RSS_IMAGES,
                    help="images of the memory run (server time and rtt 0); 0 skips it")
     p.add_argument("--progress", choices=("tty", "plain", "quiet"), default="tty",
@@ -706,7 +857,11 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.bare_client:
+        return bare_client(args.bare_client, args.per_host)
     ctx = mp.get_context("spawn")
+    if args.whole_process:
+        return main_whole_process(args, ctx, argv)
     specs = build_specs(args)
     if args.profile_dir:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -744,6 +899,34 @@ def main(argv: list[str] | None = None) -> int:
         args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
     missed = [c for c in checks if not c["met"] and not c["indicative_only"]]
     return 1 if args.strict and missed else 0
+
+
+def main_whole_process(args: argparse.Namespace, ctx, argv: list[str] | None) -> int:
+    spec = RunSpec(label="whole", mode=args.modes[0], images=args.images, hosts=args.hosts,
+                   server_time=args.server_time, rtt=args.rtt, capacity=args.capacity, threads=args.threads,
+                   per_host=args.per_host, progress="quiet", host_weights=args.host_weights)
+    workdir_parent = args.workdir or default_workdir([spec])
+    print(f"kaokore whole-process benchmark: {args.repeat} pair(s); {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="kaokore-bench-", dir=workdir_parent) as workdir:
+        whole = run_whole_process(ctx, spec, Path(workdir), args.repeat)
+    command = "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"\n$ {command.strip()}\n")
+    print(format_whole_process(whole))
+    checks = [check_whole_process(whole)]
+    print("\nTargets (issue 21; target configuration: 3 hosts, 100 ms server time, 50 ms rtt, capacity 4, "
+          "per-host 4, 12 threads, ~1,000 images):")
+    print(format_checks(checks))
+    if args.json_out:
+        import kaokore
+
+        doc = {"command": command.strip(), "kaokore": kaokore.__version__,
+               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                           "platform": platform.platform()},
+               "whole_process": whole.to_json(), "targets": checks}
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
+    return 1 if args.strict and not checks[0]["met"] and not checks[0]["indicative_only"] else 0
 
 
 if __name__ == "__main__":

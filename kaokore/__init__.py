@@ -9,15 +9,50 @@ Neither PyTorch nor TensorFlow is imported here: the loaders live in
 Diagnostics are logged under the "kaokore" logger, silent until the application
 configures logging.
 """
+import importlib
 import logging
+from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .downloader import Interrupted, RunStopped, download
-from .errors import ChecksumError, DirectoryError, KaokoreError, MetadataError, NetworkError, UsageError
-from .fetch import Failure, RetryPolicy
-from .report import Summary
-from .verifier import Problem, VerifyReport, verify
-from .versions import VERSIONS, Version
+
+if TYPE_CHECKING:
+    from .downloader import Interrupted, RunStopped, download
+    from .errors import ChecksumError, DirectoryError, KaokoreError, MetadataError, NetworkError, UsageError
+    from .fetch import Failure, RetryPolicy
+    from .report import Summary
+    from .verifier import Problem, VerifyReport, verify
+    from .versions import VERSIONS, Version
+
+# Each public name and the module it lives in, imported on first use: `kaokore verify` and
+# `kaokore info` then never load the HTTP stack (requests, urllib3), a tenth of a second.
+_HOMES = {
+    "download": "downloader", "Interrupted": "downloader", "RunStopped": "downloader",
+    "ChecksumError": "errors", "DirectoryError": "errors", "KaokoreError": "errors", "MetadataError": "errors",
+    "NetworkError": "errors", "UsageError": "errors",
+    "Failure": "fetch", "RetryPolicy": "fetch",
+    "Summary": "report",
+    "Problem": "verifier", "VerifyReport": "verifier", "verify": "verifier",
+    "VERSIONS": "versions", "Version": "versions",
+}
+# The modules `import kaokore` has always made available as attributes (kaokore.fetch.RetryPolicy...).
+_SUBMODULES = frozenset({
+    "attributes", "defaults", "describe", "directory", "downloader", "errors", "fetch", "fingerprint", "hints",
+    "layout", "lock", "metadata", "normalize", "plan", "report", "safefs", "scheduler", "session", "store",
+    "verifier", "versions",
+})
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES, *_SUBMODULES})
+
 
 logging.getLogger("kaokore").addHandler(logging.NullHandler())
 

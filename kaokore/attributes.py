@@ -13,9 +13,9 @@ upstream wrote it, only stripped of surrounding blanks.
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +29,7 @@ KYOTO_RECORD = re.compile(r"RB[0-9]+")
 # A IIIF Image API region: full, square, x,y,w,h in pixels, or pct:x,y,w,h. Upstream has a few
 # crops reaching past the page's top or left edge ("-6,1446,234,234"), so x and y may be negative.
 IIIF_REGION = re.compile(r"full|square|(pct:)?-?[0-9.]+,-?[0-9.]+,[0-9.]+,[0-9.]+")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's category Cc, all of it
 
 ORIENTATIONS = MappingProxyType({
     "四分の三": "three-quarter", "横": "side", "後": "back", "正面": "front", "不明": "unknown",
@@ -116,6 +117,28 @@ class Attributes:
 
 ATTRIBUTE_NAMES = tuple(f.name for f in fields(Attributes))
 TAG_SEPARATOR = ";"  # upstream's own separator, so no tag can contain it
+_VALUES = attrgetter(*ATTRIBUTE_NAMES)
+_TAGS, _YEAR_FROM, _YEAR_TO = (ATTRIBUTE_NAMES.index(n) for n in ("tags", "year_from", "year_to"))
+_NONE = Attributes()
+
+
+def export_values(attributes: Attributes | None) -> list:
+    """`export_row`'s values, in `ATTRIBUTE_NAMES` order."""
+    return export_fields(_VALUES(attributes or _NONE))
+
+
+def field_values(attributes: Attributes) -> tuple:
+    """The fields of `attributes`, in `ATTRIBUTE_NAMES` order (what `field_rows` gives)."""
+    return _VALUES(attributes)
+
+
+def export_fields(fields: Sequence) -> list:
+    """`export_values` of an image's fields in `ATTRIBUTE_NAMES` order (from `field_rows`)."""
+    values = list(fields)
+    values[_TAGS] = TAG_SEPARATOR.join(values[_TAGS])
+    values[_YEAR_FROM] = values[_YEAR_FROM] or 0
+    values[_YEAR_TO] = values[_YEAR_TO] or 0
+    return values
 
 
 def export_row(attributes: Attributes | None) -> dict:
@@ -135,12 +158,7 @@ def export_row(attributes: Attributes | None) -> dict:
     dict
         Column name -> str or int, one entry per field of `Attributes`.
     """
-    a = attributes or Attributes()
-    row = a.as_dict()
-    row["tags"] = TAG_SEPARATOR.join(a.tags)
-    row["year_from"] = a.year_from or 0
-    row["year_to"] = a.year_to or 0
-    return row
+    return dict(zip(ATTRIBUTE_NAMES, export_values(attributes)))
 
 
 def parse_attributes(lines: Sequence[str], urls: Sequence[str | None] = ()) -> dict[int, Attributes]:
@@ -164,24 +182,51 @@ def parse_attributes(lines: Sequence[str], urls: Sequence[str | None] = ()) -> d
         A malformed or duplicate line, or a closed-set value (holder, orientation,
         status, gender) outside its set.
     """
-    attributes: dict[int, Attributes] = {}
+    return {index: Attributes(*fields) for index, fields in field_rows(lines, urls)}
+
+
+def field_rows(lines: Sequence[str], urls: Sequence[str | None] = ()) -> Iterator[tuple[int, tuple]]:
+    """(image index, the fields `parse_attributes` makes its Attributes of, in order) for every line:
+    for a caller that reads each image's attributes once, without ~10,000 objects."""
+    count = len(urls)
+    for index, values in _read_lines(lines):
+        yield index, (*values, *iiif_source(urls[index] if index < count else None))
+
+
+def check_attributes(lines: Sequence[str]) -> None:
+    """`parse_attributes`' checks alone: the same MetadataError for a bad line, and nothing kept."""
+    for _ in _read_lines(lines, keep=False):
+        pass
+
+
+def _read_lines(lines: Sequence[str], keep: bool = True) -> Iterator[tuple[int, tuple | None]]:
+    """(image index, `_attributes` of its line) for every line, checked in order; without `keep`,
+    only checked (None for the fields)."""
     first_seen: dict[int, int] = {}
+    # Most lines say what another line says (a work's faces share its title, holder and ids): each
+    # text after the colon is read once. A text that is bad raises at its first line, as it would alone.
+    read: dict[str, tuple | None] = {}
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        stripped = line.strip()
+        if not stripped:
             continue
-        match = LINE.fullmatch(line.strip())
+        match = LINE.fullmatch(stripped)
         if match is None:
             raise MetadataError(FILENAME, number, f"expected 'NNNNNNNN.jpg:key=value;...', found {line[:60]!r}")
-        if any(unicodedata.category(c) == "Cc" for c in line):
+        if CONTROL.search(line):
             raise MetadataError(FILENAME, number, "line contains control characters")
         index = int(match.group(1))
-        if index in attributes:
+        if index in first_seen:
             raise MetadataError(FILENAME, number, f"duplicate line for {match.group(1)}.jpg "
                                                   f"(first on line {first_seen[index]})")
-        url = urls[index] if index < len(urls) else None
-        attributes[index] = _attributes(_pairs(match.group(2), number), url, number)
+        text = match.group(2)
+        if text in read:
+            values = read[text]
+        else:
+            values = _attributes(_pairs(text, number), number)
+            read[text] = values if keep else None
         first_seen[index] = number
-    return attributes
+        yield index, values
 
 
 def _pairs(text: str, number: int) -> list[tuple[str, str]]:
@@ -196,7 +241,8 @@ def _pairs(text: str, number: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def _attributes(pairs: list[tuple[str, str]], url: str | None, number: int) -> Attributes:
+def _attributes(pairs: list[tuple[str, str]], number: int) -> tuple:
+    """The fields of `Attributes` a line gives, in order, up to (not including) the IIIF ones."""
     single: dict[str, str] = {}
     tags, period, years_from, years_to = [], [], [], []
     for key, value in pairs:
@@ -215,13 +261,10 @@ def _attributes(pairs: list[tuple[str, str]], url: str | None, number: int) -> A
     fine_status = _closed(FINE_STATUSES, "身分", single.get("身分", ""), number, UNKNOWN)
     _closed(GENDERS, "性別", single.get("性別", ""), number, UNKNOWN)  # checked; labels.csv has the gender
     source_id, source_id_type = _source_id(single, number)
-    service, region = iiif_source(url)
-    return Attributes(
-        work=single.get("原典", ""), holder=holder, collection=collection, orientation=orientation,
-        period="; ".join(period), year_from=min(years_from, default=None), year_to=max(years_to, default=None),
-        tags=tuple(tags), fine_status=fine_status, source_id=source_id, source_id_type=source_id_type,
-        iiif_service=service, iiif_region=region,
-    )
+    # In the order of Attributes' fields.
+    return (single.get("原典", ""), holder, collection, orientation, "; ".join(period),
+            min(years_from, default=None), max(years_to, default=None), tuple(tags), fine_status,
+            source_id, source_id_type)
 
 
 def _closed(names: Mapping[str, object], key: str, value: str, number: int, missing):
@@ -280,9 +323,20 @@ def iiif_source(url: str | None) -> tuple[str, str]:
     """
     if not url:
         return "", ""
-    parts = urlsplit(url)
-    segments = parts.path.split("/")
+    if url.startswith(("https://", "http://")) and url.isprintable() and " " not in url and "?" not in url \
+            and "#" not in url:
+        # What urlsplit and urlunsplit make of such a URL, by slicing: the path is all from the first
+        # "/" after the host, and the service is all before the last four segments, if that still
+        # holds a segment of the path.
+        path_at = url.find("/", url.index("://") + 3)
+        parts = url.rsplit("/", 4)
+        if path_at < 0 or len(parts) < 5 or len(parts[0]) <= path_at:
+            return "", ""
+        service, region, _, _, last = parts
+        return (service, region) if IIIF_REGION.fullmatch(region) and "." in last else ("", "")
+    split = urlsplit(url)
+    segments = split.path.split("/")
     if len(segments) < 6 or not IIIF_REGION.fullmatch(segments[-4]) or "." not in segments[-1]:
         return "", ""
-    service = urlunsplit((parts.scheme, parts.netloc, "/".join(segments[:-4]), "", ""))
+    service = urlunsplit((split.scheme, split.netloc, "/".join(segments[:-4]), "", ""))
     return service, segments[-4]

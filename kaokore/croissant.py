@@ -110,7 +110,8 @@ def image_globs(layout: str) -> list[str]:
     return [f"{split}/{depth}" for split in SPLITS]
 
 
-def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None) -> dict:
+def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None,
+              attributes_sha256: str | None = None) -> dict:
     """The Croissant document for DIR (see the module docstring).
 
     Parameters
@@ -123,6 +124,8 @@ def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], versio
         The images on disk; only their number is used, in the description.
     version : str, optional
         The dataset version's name; None gives the document version "0.0.0".
+    attributes_sha256 : str, optional
+        The SHA-256 of attributes.csv, if known already (else it is made from `meta`).
 
     Returns
     -------
@@ -131,7 +134,7 @@ def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], versio
     """
     classes = meta.classes
     labels_sha = md.sha256(meta.files["labels.csv"])
-    attributes_sha = md.sha256(attributes_csv(meta))
+    attributes_sha = attributes_sha256 or md.sha256(attributes_csv(meta))
     name = f"KaoKore {version}" if version else "KaoKore"
 
     def column(file: str, col: str) -> dict:
@@ -223,8 +226,14 @@ def write_croissant(root: Path, meta: md.Metadata, layout: str, present: Sequenc
     OSError
         The file cannot be written.
     """
-    doc = croissant(meta, layout, present, version)
-    update_file(root, CROISSANT, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    update_file(root, CROISSANT, croissant_json(meta, layout, present, version))
+
+
+def croissant_json(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None,
+                   attributes_sha256: str | None = None) -> bytes:
+    """croissant.json's bytes (arguments as for `croissant`)."""
+    doc = croissant(meta, layout, present, version, attributes_sha256)
+    return (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
 def _names(names: Sequence[str]) -> str:

@@ -8,6 +8,12 @@ so each run (a layout switch included) keeps them true:
   Hugging Face `datasets`' imagefolder reads instead of guessing labels from folder names;
 * croissant.json: the MLCommons Croissant description (see kaokore.croissant);
 * README.md: the dataset card (see kaokore.card), only where kaokore wrote the one there.
+
+What they take from the metadata alone (`prepare_description`: original_tags.txt parsed,
+attributes.csv, each image's attribute columns) can be made while the images download.
+A run records what the files were made from, and what they hold, in kaokore.json: the
+next run recomputes nothing when neither changed (a no-op rerun), and everything when
+either did (a new image, a layout switch, an edited file, another kaokore).
 """
 from __future__ import annotations
 
@@ -16,15 +22,17 @@ import io
 import json
 import os
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from pathlib import Path
 
 from . import metadata as md
-from .attributes import ATTRIBUTE_NAMES, export_row
+from ._version import __version__
+from .attributes import ATTRIBUTE_NAMES, export_fields, export_row, field_values
 from .errors import DirectoryError
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
-from .safefs import remove_file, remove_folder, scan, update_file
+from .safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
 from .store import ManifestRow
 
 HF_METADATA = "metadata.jsonl"  # a name imagefolder looks for; verify and the loaders skip it
@@ -32,6 +40,33 @@ ATTRIBUTES_CSV = "attributes.csv"
 ATTRIBUTE_COLUMNS = ("image", *ATTRIBUTE_NAMES)
 # Where any layout may have had a metadata.jsonl: the split folders and the flat folder.
 HF_FOLDERS = (*SPLITS, FLAT_FOLDER, UNLABELED)
+# json.dumps(row, ensure_ascii=False, separators=(",", ":")), made once.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# The modules whose code writes the description: a record made by other code is not trusted.
+_WRITERS = ("describe", "card", "croissant", "citation", "attributes")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the description takes from the metadata and the layout alone, made before the images
+    are known (`prepare_description`): the slow part, done while they download.
+
+    Attributes
+    ----------
+    layout : str
+        The layout it was made for.
+    attributes_csv : bytes
+        attributes.csv.
+    places : tuple of Present
+        Every image of the version at its place in `layout`, by image number.
+    lines : Mapping of int to (str, bytes)
+        By image index: the folder whose metadata.jsonl lists the image, and its line there.
+    """
+
+    layout: str
+    attributes_csv: bytes
+    places: tuple
+    lines: Mapping[int, tuple[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -50,9 +85,60 @@ class Present:
     rel: str  # relative to DIR, '/' separators
 
 
+def prepare_description(meta: md.Metadata, layout: str) -> Prepared:
+    """The parts of the description that depend on the metadata and the layout alone; no I/O,
+    so a run can make them on another thread while it fetches.
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata.
+    layout : str
+        The layout DIR will be in.
+
+    Returns
+    -------
+    Prepared
+    """
+    classes = meta.classes
+    fields = _fields(meta)
+    places = tuple(Present(item, image_path(item, layout, classes)) for item in meta.items)
+    lines = {}
+    absent = None
+    for p in places:
+        item = p.item
+        if not item.url:
+            continue
+        if layout == "flat":
+            folder = FLAT_FOLDER
+        elif item.split is None:
+            continue  # unlabeled/ is no split name: it gets no rows
+        else:
+            folder = item.split
+        found = fields.get(item.index)
+        if found is None:
+            columns = absent = absent or _JSON.encode(export_row(None))[1:]
+        else:
+            columns = _JSON.encode(dict(zip(ATTRIBUTE_NAMES, export_fields(found))))[1:]
+        # hf_row as JSON: json.dumps(row, ensure_ascii=False, separators=(",", ":")), piece by piece.
+        lines[item.index] = (folder, (
+            f'{{"file_name":{encode_basestring(p.rel[len(folder) + 1:])},"name":{encode_basestring(item.name)},'
+            f'"split":{encode_basestring(item.split or UNLABELED)},"gender":{_JSON.encode(item.gender)},'
+            f'"status":{_JSON.encode(item.status)},{columns}\n').encode())
+    return Prepared(layout, attributes_csv(meta, fields), places, lines)
+
+
+def _fields(meta: md.Metadata) -> dict[int, tuple]:
+    """Each image's attributes as a tuple of fields, by image index (lighter than Attributes)."""
+    if isinstance(meta.attributes, md.LazyAttributes):
+        return dict(meta.attributes.fields())
+    return {index: field_values(a) for index, a in meta.attributes.items()}
+
+
 def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout: str,
                               rows: Iterable[ManifestRow], *, version: str | None = None,
-                              command: str | None = None) -> None:
+                              command: str | None = None, prepared: Prepared | None = None,
+                              record: Mapping | None = None) -> dict:
     """Rewrite attributes.csv, the metadata.jsonl files, croissant.json and the dataset card.
 
     Parameters
@@ -69,28 +155,112 @@ def write_dataset_description(root: str | os.PathLike, meta: md.Metadata, layout
         The dataset version's name (1.0 ... 1.3).
     command : str, optional
         The command line that reproduces this tree (see `download_command`).
+    prepared : Prepared, optional
+        `prepare_description(meta)`, if made already.
+    record : Mapping, optional
+        What the last call returned (kept in kaokore.json): when what the files are made of
+        is what it was then, and every file still holds what was written, nothing is
+        recomputed or written.
+
+    Returns
+    -------
+    dict
+        The record of this description: a digest of what it was made of, and the SHA-256
+        of each file.
 
     Raises
     ------
     DirectoryError
         If a file cannot be written.
     """
-    from .card import write_card
-    from .croissant import write_croissant
+    from .card import card_path, dataset_card
+    from .croissant import croissant_json
 
     root = Path(root)
-    present = present_images(root, meta, layout)
+    rows = list(rows)
+    if prepared is not None and prepared.layout != layout:
+        prepared = None
+    present = present_images(root, meta, layout, prepared)
+    card = card_path(root)
+    inputs = _inputs(meta, layout, present, rows, version, command, card)
+    if _unchanged(root, record, inputs):
+        return dict(record)
+    prepared = prepared or prepare_description(meta, layout)
+    hf = hf_files(meta, layout, present, prepared)
     try:
-        update_file(root, ATTRIBUTES_CSV, attributes_csv(meta))
-        write_hf_metadata(root, meta, layout, present)
-        write_croissant(root, meta, layout, present, version)
-        write_card(root, meta, layout, present, list(rows), command, version)
+        update_file(root, ATTRIBUTES_CSV, prepared.attributes_csv)
+        for rel, data in hf.items():
+            update_file(root, rel, data)
+        _remove_hf_leftovers(root, meta, layout, hf)
+        files = {ATTRIBUTES_CSV: prepared.attributes_csv, **hf}
+        files[CROISSANT] = croissant_json(meta, layout, present, version, md.sha256(prepared.attributes_csv))
+        update_file(root, CROISSANT, files[CROISSANT])
+        files[card] = dataset_card(meta, layout, present, rows, command, version).encode("utf-8")
+        update_file(root, card, files[card])
     except OSError as exc:
         where = exc.filename or str(root)  # safefs.write_file names the file it could not write
         raise DirectoryError(f"cannot write {where!r} (the dataset description): {exc.strerror or exc}") from None
+    return {"inputs": inputs, "files": {name: md.sha256(data) for name, data in files.items()}}
 
 
-def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
+CROISSANT = "croissant.json"  # kaokore.croissant's file, named here for the record
+
+
+def _inputs(meta: md.Metadata, layout: str, present: Sequence[Present], rows: Sequence[ManifestRow],
+            version: str | None, command: str | None, card: str) -> str:
+    """A digest of everything the description is made of: the code that writes it, the metadata,
+    the layout, the images present and where, every manifest row, the version and the command."""
+    rows_text = "".join(f"{r.image} {r.sha256} {r.converted} {r.source_width} {r.source_height} {r.source_mode} "
+                        f"{r.origin}\n" for r in sorted(rows, key=lambda r: r.image))
+    parts = [__version__, _code_digest(), str(version), layout, str(command), card, str(meta.pinned),
+             *(f"{name} {md.sha256(data)}" for name, data in sorted(meta.files.items())),
+             md.sha256("\n".join(p.rel for p in present).encode("utf-8")), md.sha256(rows_text.encode("utf-8"))]
+    return md.sha256("\n".join(parts).encode("utf-8"))
+
+
+def _code_digest() -> str:
+    """The SHA-256 of the modules that write the description (a changed card is another card)."""
+    import importlib
+
+    h = []
+    for name in _WRITERS:
+        path = getattr(importlib.import_module(f"kaokore.{name}"), "__file__", None)
+        try:
+            h.append(Path(path).read_bytes() if path else name.encode())
+        except OSError:
+            h.append(name.encode())
+    return md.sha256(b"\0".join(h))
+
+
+def _unchanged(root: Path, record: Mapping | None, inputs: str) -> bool:
+    """Whether `record` is of a description made of `inputs` whose files are still as written,
+    and no metadata.jsonl it did not write has appeared where imagefolder would read it."""
+    if not isinstance(record, Mapping) or record.get("inputs") != inputs:
+        return False
+    files = record.get("files")
+    if not isinstance(files, Mapping) or not all(isinstance(v, str) for v in files.values()):
+        return False
+    with TreeReader(root) as reader:
+        for name, digest in files.items():
+            try:
+                if md.sha256(reader.read(name)) != digest:
+                    return False
+            except (OSError, TypeError):
+                return False
+    for folder in HF_FOLDERS:
+        rel = f"{folder}/{HF_METADATA}"
+        if rel not in files:
+            try:
+                read_file(root, rel)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                pass
+            return False
+    return True
+
+
+def present_images(root: Path, meta: md.Metadata, layout: str, prepared: Prepared | None = None) -> list[Present]:
     """The version's images that are where `layout` puts them, by image number.
 
     Parameters
@@ -101,30 +271,39 @@ def present_images(root: Path, meta: md.Metadata, layout: str) -> list[Present]:
         The parsed metadata of the version DIR holds.
     layout : str
         The layout to look in.
+    prepared : Prepared, optional
+        `prepare_description(meta, layout)`, if made already: it knows every image's place.
 
     Returns
     -------
     list of Present
     """
     on_disk = set()
+    image = md.IMAGE_NAME.fullmatch
     for folder in layout_folders(layout, meta.classes):
-        on_disk.update(f"{folder}/{e.name}" for e in scan(root, folder)
-                       if e.is_file and md.IMAGE_NAME.fullmatch(e.name))
+        on_disk.update(f"{folder}/{name}" for name in scan_names(root, folder)[0] if image(name))
+    if not on_disk:
+        return []
+    if prepared is not None and prepared.layout == layout:
+        return [p for p in prepared.places if p.rel in on_disk]
+    classes = meta.classes
     found = []
     for item in meta.items:
-        rel = image_path(item, layout, meta.classes)
+        rel = image_path(item, layout, classes)
         if rel in on_disk:
             found.append(Present(item, rel))
     return found
 
 
-def attributes_csv(meta: md.Metadata) -> bytes:
+def attributes_csv(meta: md.Metadata, fields: Mapping[int, Sequence] | None = None) -> bytes:
     """attributes.csv: every image original_tags.txt describes, by image number.
 
     Parameters
     ----------
     meta : Metadata
         The parsed metadata.
+    fields : Mapping of int to sequence, optional
+        Each image's attributes as fields in order (`kaokore.attributes.field_rows`), if read already.
 
     Returns
     -------
@@ -132,10 +311,11 @@ def attributes_csv(meta: md.Metadata) -> bytes:
         UTF-8 CSV with a header, columns ``image`` and then the `export_row` columns.
     """
     out = io.StringIO(newline="")
-    writer = csv.DictWriter(out, ATTRIBUTE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for index in sorted(meta.attributes):
-        writer.writerow({"image": f"{index:08d}.jpg", **export_row(meta.attributes[index])})
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(ATTRIBUTE_COLUMNS)
+    if fields is None:
+        fields = _fields(meta)
+    writer.writerows([f"{index:08d}.jpg", *export_fields(fields[index])] for index in sorted(fields))
     return out.getvalue().encode("utf-8")
 
 
@@ -196,7 +376,38 @@ def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dic
     return groups
 
 
-def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present]) -> None:
+def hf_files(meta: md.Metadata, layout: str, present: Sequence[Present],
+             prepared: Prepared | None = None) -> dict[str, bytes]:
+    """Each metadata.jsonl (relative to DIR) and its bytes: the `hf_groups` rows, one JSON object a line.
+
+    Parameters
+    ----------
+    meta : Metadata
+        The parsed metadata.
+    layout : str
+        DIR's layout.
+    present : sequence of Present
+        The images on disk (`present_images`).
+    prepared : Prepared, optional
+        `prepare_description(meta, layout)`, if made already.
+
+    Returns
+    -------
+    dict of str to bytes
+    """
+    if prepared is None or prepared.layout != layout:
+        prepared = prepare_description(meta, layout)
+    lines: dict[str, list[bytes]] = {}
+    made = prepared.lines
+    for p in present:
+        entry = made.get(p.item.index)
+        if entry is not None:
+            lines.setdefault(entry[0], []).append(entry[1])
+    return {f"{folder}/{HF_METADATA}": b"".join(text) for folder, text in lines.items()}
+
+
+def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
+                      prepared: Prepared | None = None) -> None:
     """Write each folder's metadata.jsonl (`hf_groups`), and remove those no longer wanted.
 
     A metadata.jsonl left in a folder by another layout (or by images since removed)
@@ -213,19 +424,25 @@ def write_hf_metadata(root: Path, meta: md.Metadata, layout: str, present: Seque
         DIR's layout.
     present : sequence of Present
         The images on disk (`present_images`).
+    prepared : Prepared, optional
+        `prepare_description(meta)`, if made already.
 
     Raises
     ------
     OSError
         A file cannot be written or removed.
     """
-    groups = hf_groups(meta, layout, present)
-    for folder, rows in groups.items():
-        text = "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows)
-        update_file(root, f"{folder}/{HF_METADATA}", text.encode("utf-8"))
-    keep = set(layout_folders(layout, meta.classes)) | {f.split("/")[0] for f in layout_folders(layout, meta.classes)}
+    files = hf_files(meta, layout, present, prepared)
+    for rel, data in files.items():
+        update_file(root, rel, data)
+    _remove_hf_leftovers(root, meta, layout, files)
+
+
+def _remove_hf_leftovers(root: Path, meta: md.Metadata, layout: str, written: Mapping[str, bytes]) -> None:
+    folders = layout_folders(layout, meta.classes)
+    keep = set(folders) | {f.split("/")[0] for f in folders}
     for folder in HF_FOLDERS:
-        if folder in groups:
+        if f"{folder}/{HF_METADATA}" in written:
             continue
         # Left by another layout (or by images since removed): imagefolder would read it as a split.
         if remove_file(root, f"{folder}/{HF_METADATA}") and folder not in keep:

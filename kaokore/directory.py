@@ -16,13 +16,14 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from . import hints, versions
 from . import metadata as md
 from .errors import DirectoryError, UsageError
 from .layout import DEFAULT_LAYOUT, FLAT_FOLDER, LAYOUTS, SPLITS, TOP_FOLDERS, candidate_paths, image_path
-from .safefs import read_file, scan
+from .safefs import read_file, scan_names
 from .store import ManifestRow, read_manifest, read_state
 from .versions import DEFAULT_VERSION, METADATA_FILES, Version, get_version
 
@@ -83,6 +84,11 @@ class DatasetDir:
     layout: str
     image_files: frozenset[str]  # every NNNNNNNN.jpg in a folder some layout uses, relative to DIR
 
+    @cached_property
+    def image_names(self) -> frozenset[str]:
+        """The names (NNNNNNNN.jpg) of `image_files`."""
+        return frozenset(rel.rpartition("/")[2] for rel in self.image_files)
+
     @property
     def holds_images(self) -> bool:
         """Whether DIR has images (or a record of them) that belong to some version."""
@@ -116,9 +122,14 @@ class DatasetDir:
             The file and the manifest's record of the image, if it has one (whether the
             file is that record's bytes is for the caller to check); None when absent.
         """
+        if item.name not in self.image_names:
+            return None
         row = self.manifest.get(item.name)
+        first = image_path(item, layout or self.layout, classes)
+        if first in self.image_files:  # where nearly every image is: no other place to look at
+            return Found(first, row)
         candidates = candidate_paths(item, classes)
-        order = [image_path(item, layout or self.layout, classes)]
+        order = [first]
         # The manifest is a file in the user's folder: its path is trusted only where a
         # layout could put the image, or a crafted row would have us read or move anything.
         if row is not None and row.path in candidates:
@@ -134,7 +145,28 @@ class DatasetDir:
         return self.root / image_path(item, self.layout, classes)
 
 
-def inspect(dir: str | os.PathLike) -> DatasetDir:
+class _LaterManifest(Mapping):
+    """manifest.csv (and the journal), read the first time a row is asked for."""
+
+    def __init__(self, root: Path):
+        self._root, self._rows = root, None
+
+    def _read(self) -> Mapping[str, ManifestRow]:
+        if self._rows is None:
+            self._rows = read_manifest(self._root)
+        return self._rows
+
+    def __getitem__(self, name: str) -> ManifestRow:
+        return self._read()[name]
+
+    def __iter__(self):
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+def inspect(dir: str | os.PathLike, *, manifest_later: bool = False) -> DatasetDir:
     """Read what DIR holds: its version, layout, metadata files, manifest and images.
 
     A missing DIR is an empty one; nothing is written. Unreadable or foreign
@@ -144,6 +176,10 @@ def inspect(dir: str | os.PathLike) -> DatasetDir:
     ----------
     dir : str or os.PathLike
         The dataset directory.
+    manifest_later : bool
+        Read the manifest only if something asks for a row of it (a first look that
+        usually needs none of its ~10,000 rows); only for a look after which nothing
+        writes to DIR before the rows are asked for.
 
     Returns
     -------
@@ -164,7 +200,7 @@ def inspect(dir: str | os.PathLike) -> DatasetDir:
         except OSError:
             continue
     state = read_state(root)
-    manifest = read_manifest(root)
+    manifest = _LaterManifest(root) if manifest_later else read_manifest(root)
     image_files = frozenset(_scan_images(root))
     version, evidence = _identify(files, state)
     layout = _detect_layout(state, manifest, image_files)
@@ -175,14 +211,14 @@ def _scan_images(root: Path) -> set[str]:
     """One directory listing per folder, not one stat per image: a full tree is ~10,000 files.
     A folder that is a symbolic link leading outside DIR is not read: what is there is not DIR's."""
     found: set[str] = set()
+    image = md.IMAGE_NAME.fullmatch
     for top in TOP_FOLDERS:
-        for entry in scan(root, top):
-            if md.IMAGE_NAME.fullmatch(entry.name) and entry.is_file:
-                found.add(f"{top}/{entry.name}")
-            elif top != FLAT_FOLDER and (entry.is_dir or entry.is_link):
-                sub = f"{top}/{entry.name}"
-                found.update(f"{sub}/{e.name}" for e in scan(root, sub)
-                             if md.IMAGE_NAME.fullmatch(e.name) and e.is_file)
+        files, folders = scan_names(root, top)
+        found.update(f"{top}/{name}" for name in files if image(name))
+        if top != FLAT_FOLDER:
+            for name in folders:
+                sub = f"{top}/{name}"
+                found.update(f"{sub}/{n}" for n in scan_names(root, sub)[0] if image(n))
     return found
 
 

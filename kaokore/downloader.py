@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import TextIO
 from . import defaults, hints
 from . import metadata as md
 from ._version import __version__
-from .describe import download_command, write_dataset_description
+from .describe import download_command, prepare_description, write_dataset_description
 from .directory import IDENTIFYING_FILES, DatasetDir, inspect, resolve
 from .errors import DirectoryError, UsageError
 from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
@@ -47,6 +49,7 @@ from .store import (
 from .versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
 
 METADATA_URL_ENV = "KAOKORE_METADATA_URL"
+FIRST_REQUESTS = 1.0  # seconds a run's first requests have before the description is prepared beside them
 MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang
 
 
@@ -171,7 +174,7 @@ def download(
     # The user's own metadata is read (and validated) first: it is part of what DIR is judged against.
     custom_files = md.read_local(metadata_dir) if metadata_dir is not None else None
     # Judged before anything is written, so a refusal leaves DIR exactly as it was.
-    resolve(inspect(root), dataset_version, layout, custom_files)
+    resolve(inspect(root, manifest_later=True), dataset_version, layout, custom_files)
     sources = open_sources(reuse, root)  # only read, never locked or written
     if custom_files is not None:
         # Where the classes are known already, even the lock file waits for this check.
@@ -186,81 +189,99 @@ def download(
         resolved = resolve(found, dataset_version, layout, custom_files)
         version, layout = resolved.version, resolved.layout
         meta = _load_metadata(found, version, session, options, policy, custom_files, metadata_url)
+        found = replace(found, files={})  # DIR's copies of the metadata are read: 3 MB less to hold for 1.3
         # Class folders are known only now: a link among them is refused before anything is written.
         check_dir(root, any_layout_folders(meta.classes))
-        selection = select(meta.items, splits, limit)
-        summary = Summary(dir=str(root), dataset_version=version.name, layout=layout)
+        # What the description takes from the metadata alone is made on a thread while the images
+        # download: from now when DIR lacks some of its images (the plan's hashing leaves the CPU
+        # time), else once the first requests are out.
+        preparation = (_Preparation(meta, layout, delay=0.0)
+                       if 0 < len(found.image_files) < len(meta.downloadable) else None)
         try:
-            write_root_files(root, meta.files)
-            remove_temporaries(root, any_layout_folders(meta.classes))
-            journal = Journal(root)
-            inform = partial(note, stream=stream, quiet=quiet, level=logging.INFO)
+            selection = select(meta.items, splits, limit)
+            summary = Summary(dir=str(root), dataset_version=version.name, layout=layout)
             try:
-                plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt, note=inform,
-                                 record=lambda row: (journal.append(row), journal.flush()),
-                                 reuse=planner(root, sources, layout, inform))
-            finally:
-                journal.close()
-            # Only now: the files are where this layout puts them, so the state may say so.
-            write_state(root, dataset_version=version.name, layout=layout, metadata_pinned=meta.pinned,
-                        metadata_sha256={n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
-                        kaokore=__version__)
-            if plan.adopted or plan.relocated or plan.damaged or plan.reused:
-                # A checkpoint before the long part: an adopted file was normalized in place, and a
-                # rerun after a crash must not take the re-encoded bytes for the server's own.
-                write_manifest(root, plan.rows.values())
-            prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
-            todo, twins = split_twins(plan.fetch)  # one request, two image numbers: fetched once
-        except (StoreError, KeyboardInterrupt) as exc:
-            # The disk filled up (or turned read-only), or Ctrl-C, before a single image was fetched:
-            # the same summary and --json as midway. What was adopted so far is in the journal.
-            summary.total = summary.not_attempted = sum(1 for item in selection if item.url)
-            summary.interrupted = isinstance(exc, KeyboardInterrupt)
-            _show(summary, started, stream, quiet)
-            if summary.interrupted:
-                raise Interrupted(summary) from None
-            raise RunStopped(exc, summary) from None
-        if plan.adopted:
-            note(f"kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "
-                 f"({plan.adopted_converted} normalized to 256x256 RGB from the file on disk)",
-                 stream=stream, quiet=quiet, level=logging.INFO)
+                write_root_files(root, meta.files)
+                remove_temporaries(root, any_layout_folders(meta.classes))
+                journal = Journal(root)
+                inform = partial(note, stream=stream, quiet=quiet, level=logging.INFO)
+                try:
+                    plan = make_plan(found, meta, layout, selection, force, adopt=resolved.adopt, note=inform,
+                                     record=lambda row: (journal.append(row), journal.flush()),
+                                     reuse=planner(root, sources, layout, inform))
+                finally:
+                    journal.close()
+                # Only now: the files are where this layout puts them, so the state may say so. The record of
+                # the description is carried over as it was: it says what the files were made of, not what DIR holds.
+                state = {"dataset_version": version.name, "layout": layout, "metadata_pinned": meta.pinned,
+                         "metadata_sha256": {n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
+                         "kaokore": __version__}
+                described = found.state.get("description")
+                write_state(root, **state, **({"description": described} if described is not None else {}))
+                if plan.adopted or plan.relocated or plan.damaged or plan.reused:
+                    # A checkpoint before the long part: an adopted file was normalized in place, and a
+                    # rerun after a crash must not take the re-encoded bytes for the server's own.
+                    write_manifest(root, plan.rows.values())
+                prepare_folders(root, (rel.rpartition("/")[0] for _, rel in plan.fetch))
+                todo, twins = split_twins(plan.fetch)  # one request, two image numbers: fetched once
+            except (StoreError, KeyboardInterrupt) as exc:
+                # The disk filled up (or turned read-only), or Ctrl-C, before a single image was fetched:
+                # the same summary and --json as midway. What was adopted so far is in the journal.
+                summary.total = summary.not_attempted = sum(1 for item in selection if item.url)
+                summary.interrupted = isinstance(exc, KeyboardInterrupt)
+                _show(summary, started, stream, quiet)
+                if summary.interrupted:
+                    raise Interrupted(summary) from None
+                raise RunStopped(exc, summary) from None
+            if plan.adopted:
+                note(f"kept {plan.adopted} images already in {root} as KaoKore {version.name}'s "
+                     f"({plan.adopted_converted} normalized to 256x256 RGB from the file on disk)",
+                     stream=stream, quiet=quiet, level=logging.INFO)
 
-        summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
-                          already_present=plan.already_present, unavailable=plan.unavailable,
-                          relocated=plan.relocated, damaged=len(plan.damaged), adopted=plan.adopted,
-                          reused=len(plan.reused))
-        rows = dict(plan.rows)
-        stopped: StoreError | None = None  # the FIRST error of the disk: it is what the user must hear
-        try:
-            if plan.fetch:
-                reserve_space(root, _bookkeeping_bytes(rows, plan.fetch))
-            fetching = {item.name for item, _ in plan.fetch} | set(plan.reused)
-            present = {item.name for item in selection if item.name in plan.rows and item.name not in fetching}
-            fetch_images(session, root, todo, rows, summary, threads=threads, per_host=per_host,
-                         options=options, policy=policy, layout=layout, quiet=quiet, stream=stream,
-                         present=present)
-            # A reused image is taken back out if a fetched one turns out to have its bytes (a placeholder).
-            summary.reused = sum(1 for name in plan.reused if name in rows)
-            _store_twins(root, twins, rows, summary, layout)
-        except StoreError as exc:
-            stopped = exc
-            summary.failed = len(summary.failures)
-            summary.not_attempted = max(len(plan.fetch) - summary.downloaded - summary.failed, 0)
-        finally:
-            # Saved however the fetching ended: a rerun trusts the manifest to skip what is done.
-            # Never raises: an error here must not hide the one that stopped the run.
-            release_space(root)
-            unsaved = _save_bookkeeping(root, rows, summary, selection)
-        stopped = stopped or unsaved
-        if stopped is None:
-            # Every run, a layout switch included: croissant.json, the card and imagefolder's files stay true.
+            summary = Summary(dir=str(root), dataset_version=version.name, layout=layout, total=plan.total,
+                              already_present=plan.already_present, unavailable=plan.unavailable,
+                              relocated=plan.relocated, damaged=len(plan.damaged), adopted=plan.adopted,
+                              reused=len(plan.reused))
+            rows = dict(plan.rows)
+            stopped: StoreError | None = None  # the FIRST error of the disk: it is what the user must hear
+            if preparation is None and plan.fetch:
+                preparation = _Preparation(meta, layout, delay=FIRST_REQUESTS)
             try:
-                write_dataset_description(root, meta, layout, rows.values(), version=version.name,
-                                          command=download_command(root, version.name, layout, splits, limit,
-                                                                   metadata_dir))
-            except DirectoryError as exc:  # the disk filled up at the last moment: still a summary
-                stopped = StoreError(str(exc))
-        _show(summary, started, stream, quiet)
+                if plan.fetch:
+                    reserve_space(root, _bookkeeping_bytes(rows, plan.fetch))
+                fetching = {item.name for item, _ in plan.fetch} | set(plan.reused)
+                present = {item.name for item in selection if item.name in plan.rows and item.name not in fetching}
+                fetch_images(session, root, todo, rows, summary, threads=threads, per_host=per_host,
+                             options=options, policy=policy, layout=layout, quiet=quiet, stream=stream,
+                             present=present)
+                # A reused image is taken back out if a fetched one turns out to have its bytes (a placeholder).
+                summary.reused = sum(1 for name in plan.reused if name in rows)
+                _store_twins(root, twins, rows, summary, layout)
+            except StoreError as exc:
+                stopped = exc
+                summary.failed = len(summary.failures)
+                summary.not_attempted = max(len(plan.fetch) - summary.downloaded - summary.failed, 0)
+            finally:
+                # Saved however the fetching ended: a rerun trusts the manifest to skip what is done.
+                # Never raises: an error here must not hide the one that stopped the run.
+                release_space(root)
+                unsaved = _save_bookkeeping(root, rows, summary, selection)
+            stopped = stopped or unsaved
+            if stopped is None:
+                # Every run, a layout switch included: croissant.json, the card and imagefolder's files stay true.
+                try:
+                    record = write_dataset_description(
+                        root, meta, layout, rows.values(), version=version.name,
+                        command=download_command(root, version.name, layout, splits, limit, metadata_dir),
+                        prepared=preparation.result() if preparation is not None else None, record=described)
+                    if record != described:
+                        write_state(root, **state, description=record)
+                except (DirectoryError, StoreError) as exc:  # the disk filled up at the last moment: still a summary
+                    stopped = StoreError(str(exc))
+            _show(summary, started, stream, quiet)
+        finally:
+            if preparation is not None:
+                preparation.close()
     if stopped is not None:
         raise RunStopped(stopped, summary)
     if summary.interrupted:
@@ -282,6 +303,31 @@ def _store_twins(root: Path, twins, rows, summary: Summary, layout: str) -> None
     summary.failures.extend(done.failures)
     summary.failed = len(summary.failures)
     summary.not_attempted += done.not_attempted
+
+
+class _Preparation:
+    """`prepare_description` on a thread of its own, started after `delay` seconds or as soon as its
+    result is asked for: the first requests of a run do not wait for it, and the run's end does not
+    make it."""
+
+    def __init__(self, meta: md.Metadata, layout: str, delay: float):
+        self._go = threading.Event()
+        self._cancelled = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaokore-describe")
+        self._future = self._pool.submit(self._run, meta, layout, delay)
+
+    def _run(self, meta: md.Metadata, layout: str, delay: float):
+        self._go.wait(delay)
+        return None if self._cancelled else prepare_description(meta, layout)
+
+    def result(self):
+        self._go.set()
+        return self._future.result()
+
+    def close(self) -> None:
+        self._cancelled = True
+        self._go.set()
+        self._pool.shutdown(wait=False)
 
 
 def _show(summary: Summary, started: float, stream, quiet: bool) -> None:

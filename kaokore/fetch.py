@@ -230,7 +230,10 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     """
     from .report import Progress  # report imports this module for `Failure`
 
-    tasks = [make_task(item, root, rel, policy) for item, rel in todo]
+    # Every image's task is made before the first request: parse each server's URL once, not each
+    # image's, and share one starting Retry (urllib3's Retry is immutable: increment() makes a new one).
+    state, hosts = policy.new_state(), {}
+    tasks = [make_task(item, root, rel, policy, state=state, hosts=hosts) for item, rel in todo]
     if not tasks:
         return
     results: queue.Queue = queue.Queue()
@@ -431,9 +434,18 @@ class _Collector:
         self.progress.note(f"took {path} back out of DIR: {failure.error}")
 
 
-def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy) -> Task:
-    return Task(item=item, path=root / rel_path, rel_path=rel_path, host=host_key(item.url),
-                state=policy.new_state())
+def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy, *, state: Retry | None = None,
+              hosts: dict[str, str] | None = None) -> Task:
+    """The task of fetching `item` to `rel_path`; `hosts` caches `host_key` by what precedes a URL's path."""
+    url = item.url
+    if hosts is None:
+        host = host_key(url)
+    else:
+        # scheme://netloc: everything host_key reads. A checked URL has "//" right after its scheme.
+        origin = url[:url.find("/", url.find("//") + 2)] if url.find("/", url.find("//") + 2) >= 0 else url
+        host = hosts.get(origin) or hosts.setdefault(origin, host_key(url))
+    return Task(item=item, path=root / rel_path, rel_path=rel_path, host=host,
+                state=state if state is not None else policy.new_state())
 
 
 def get_metadata_file(session: requests.Session, url: str, options: HttpOptions, policy: RetryPolicy,

@@ -11,14 +11,15 @@ import hashlib
 import io
 import os
 import re
-import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from .attributes import Attributes
+from . import versions
+from .attributes import Attributes, check_attributes, field_rows, field_values
 from .attributes import parse_attributes as _parse_attributes
 from .errors import ChecksumError, MetadataError
 from .versions import METADATA_FILES, Version
@@ -31,6 +32,17 @@ LABEL_COLUMNS = ("image", "gender", "status", "set")
 SPLIT_NAMES = ("train", "dev", "test")
 CATEGORIES = ("gender", "status")
 
+# Whole-file shapes of the well-formed files, checked in one pass of the regex engine. A file that
+# has them needs no check line by line; any other file goes through the line-by-line checks, which
+# find and name the first bad line. A URL here passes every check of `_url_problem`: http(s), a host
+# name, a port urlsplit accepts, then printable ASCII only (no space, no control character).
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PLAIN_URL = rf"https?://[A-Za-z0-9.-]+(?::{_PORT})?(?:[/?#][!-~]*)?"
+PLAIN_URLS = re.compile(rf"(?:(?:{_PLAIN_URL})?\r?\n)*(?:{_PLAIN_URL}\r?)?")
+_LABEL_ROW = r"([0-9]{8})\.jpg,([0-9]{1,6}),([0-9]{1,6}),(train|dev|test)"
+PLAIN_LABELS = re.compile(rf"image,gender,status,set\r?\n(?:{_LABEL_ROW}\r?\n)*(?:{_LABEL_ROW}\r?)?")
+LABEL_ROW = re.compile(_LABEL_ROW)
+
 
 @dataclass(frozen=True)
 class Item:
@@ -42,7 +54,12 @@ class Item:
     gender: int | None = None
     status: int | None = None
 
-    @property
+    def __post_init__(self) -> None:
+        # `name` is asked for many times per image by every command: made once, here (a frozen
+        # dataclass's own fields cannot be set, but its instance dict can).
+        self.__dict__["name"] = f"{self.index:08d}.jpg"
+
+    @cached_property
     def name(self) -> str:
         return f"{self.index:08d}.jpg"
 
@@ -50,6 +67,50 @@ class Item:
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}")
         return getattr(self, category)
+
+
+class LazyAttributes(Mapping):
+    """original_tags.txt's attributes by image index, parsed on first use.
+
+    Only the description, `info --by` and the loaders read them, so a command that does
+    not need them never pays for them; `load()` parses (and so checks) the file now.
+    """
+
+    def __init__(self, data: bytes | None, urls: Sequence[str | None]):
+        self._data, self._urls = data, urls
+        self._parsed: dict[int, Attributes] | None = None if data is not None else {}
+
+    def load(self) -> dict[int, Attributes]:
+        if self._parsed is None:
+            self._parsed = parse_attributes(self._data, self._urls)
+            self._data = self._urls = None
+        return self._parsed
+
+    def check(self) -> None:
+        """Parse the file now, so that a bad line raises here; what it gives is parsed again on use
+        (a download uses it once, on another thread, and need not hold ~10 MB meanwhile)."""
+        if self._parsed is None:
+            check_attributes(_lines(_text(self._data, "original_tags.txt")))
+
+    def fields(self) -> Iterator[tuple[int, tuple]]:
+        """(image index, its attributes' fields in order) for every image the file lists, without
+        keeping ~10,000 Attributes (~10 MB for 1.3) when they were not parsed already: for a
+        caller that reads them once."""
+        if self._parsed is not None:
+            return ((index, field_values(a)) for index, a in self._parsed.items())
+        return field_rows(_lines(_text(self._data, "original_tags.txt")), self._urls)
+
+    def __getitem__(self, index: int) -> Attributes:
+        return self.load()[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.load())
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+    def __contains__(self, index: object) -> bool:
+        return index in self.load()
 
 
 @dataclass(frozen=True)
@@ -115,19 +176,26 @@ def fetch_pinned(version: Version, base_url: str, get: Callable[[str], bytes],
 
 
 def parse(files: Mapping[str, bytes], pinned: bool) -> Metadata:
+    """The five files parsed and checked; a bad line raises MetadataError naming file and line.
+
+    original_tags.txt is checked here too, so that a bad one stops a download before anything is
+    fetched, unless it is byte for byte one of the pinned files of a known version: those are
+    known to parse, and their attributes are only read when something needs them.
+    """
     classes = parse_classes(files["labels.metadata.en.txt"])
     urls = parse_urls(files["urls.txt"])
     labels = parse_labels(files["labels.csv"], classes)
     # A blank URL line with no label row is a gap in the numbering, not an image.
-    indices = sorted({i for i, url in enumerate(urls) if url} | set(labels))
-    items = []
-    for index in indices:
-        url = urls[index] if index < len(urls) else None
-        split, gender, status = labels.get(index, (None, None, None))
-        items.append(Item(index, url, split, gender, status))
-    # Parsed here so a bad original_tags.txt stops a download before anything is fetched.
-    attributes = parse_attributes(files["original_tags.txt"], urls) if "original_tags.txt" in files else {}
-    return Metadata(dict(files), tuple(items), classes, pinned, attributes)
+    indices = sorted({i for i, url in enumerate(urls) if url} | labels.keys())
+    nurls = len(urls)
+    no_label = (None, None, None)
+    items = tuple(Item(index, urls[index] if index < nurls else None, *labels.get(index, no_label))
+                  for index in indices)
+    tags = files.get("original_tags.txt")
+    attributes = LazyAttributes(tags, urls)
+    if tags is not None and sha256(tags) not in {v.sha256["original_tags.txt"] for v in versions.VERSIONS.values()}:
+        attributes.check()
+    return Metadata(dict(files), items, classes, pinned, attributes)
 
 
 def parse_attributes(data: bytes, urls: Sequence[str | None] = ()) -> dict[int, Attributes]:
@@ -156,8 +224,11 @@ def _lines(text: str) -> list[str]:
 
 def parse_urls(data: bytes) -> list[str | None]:
     """Line N (from 0) is image N; a blank line keeps the numbering but has no image."""
+    text = _text(data, "urls.txt")
+    if PLAIN_URLS.fullmatch(text):
+        return [line or None for line in _lines(text)]
     urls: list[str | None] = []
-    for number, line in enumerate(_lines(_text(data, "urls.txt")), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         url = line.strip()
         if not url:
             urls.append(None)
@@ -170,7 +241,10 @@ def parse_urls(data: bytes) -> list[str | None]:
 
 
 def _url_problem(url: str) -> str | None:
-    if any(c.isspace() or unicodedata.category(c)[0] == "C" for c in url):
+    # Not printable: Unicode's "Other" (control, format, surrogate, private, unassigned) and
+    # "Separator" categories, the ASCII space excepted; which with it are exactly the characters
+    # that are whitespace or "Other".
+    if not url.isprintable() or " " in url:
         return "URL contains spaces or control characters"
     try:
         parts = urlsplit(url)
@@ -237,7 +311,11 @@ def parse_classes(data: bytes) -> dict[str, tuple[str, ...]]:
 def parse_labels(data: bytes, classes: Mapping[str, Sequence[str]]) -> dict[int, tuple[str, int, int]]:
     """labels.csv -> {image index: (split, gender, status)}."""
     filename = "labels.csv"
-    reader = csv.reader(io.StringIO(_text(data, filename), newline=""))
+    text = _text(data, filename)
+    fast = _plain_labels(text, classes)
+    if fast is not None:
+        return fast
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:
@@ -282,3 +360,20 @@ def parse_labels(data: bytes, classes: Mapping[str, Sequence[str]]) -> dict[int,
     except csv.Error as exc:
         raise MetadataError(filename, reader.line_num, f"malformed CSV: {exc}") from None
     return labels
+
+
+def _plain_labels(text: str, classes: Mapping[str, Sequence[str]]) -> dict[int, tuple[str, int, int]] | None:
+    """labels.csv read in one pass when it is upstream's plain shape and every row is good;
+    None otherwise, and the row-by-row reading finds and names the first bad row."""
+    if not PLAIN_LABELS.fullmatch(text):
+        return None
+    rows = LABEL_ROW.findall(text)
+    if not rows:
+        return {}
+    images, genders, statuses, splits = zip(*rows)
+    indices = list(map(int, images))
+    gender, status = list(map(int, genders)), list(map(int, statuses))
+    if (max(gender) >= len(classes["gender"]) or max(status) >= len(classes["status"])
+            or len(set(indices)) != len(indices)):
+        return None
+    return dict(zip(indices, zip(splits, gender, status)))

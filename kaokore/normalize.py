@@ -121,6 +121,17 @@ def _describe(body: bytes) -> str:
     return f"{len(body)} bytes starting {head[:8]!r}"
 
 
+def has_normalized_header(data: bytes) -> bool:
+    """Whether `data`'s header says 256x256 RGB JPEG; its scan data is not decoded (`is_normalized` does).
+
+    Enough for bytes that were decoded in full once already, when a hash proves they are the same."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=("JPEG",))
+    except Exception:  # noqa: BLE001 - any failure to parse the header means "not normalized"
+        return False
+    return image.format == "JPEG" and image.size == SIZE and image.mode == "RGB"
+
+
 def is_normalized(data: bytes) -> bool:
     """Whether `data` decodes as a 256x256 RGB JPEG (what every file on disk must be)."""
     try:

@@ -25,8 +25,10 @@ from .layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, la
 from .metadata import Item, Metadata, sha256
 from .normalize import ImageTooLarge, NotAnImage, normalize_found
 from .placeholders import duplicates
-from .safefs import move_file, read_file, remove_file, remove_folder
-from .store import DISK_ERRNOS, ManifestRow, PathError, StoreError, file_sha256, write_image
+from .safefs import TreeReader, move_file, read_file, remove_file, remove_folder
+from .store import DISK_ERRNOS, ManifestRow, PathError, StoreError, write_image
+
+CHECK_BATCH = 256  # files per task of the checking threads: few tasks, but every core busy
 
 
 @dataclass
@@ -96,12 +98,13 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
     plan.total = len(selection) - plan.unavailable
     classes = metadata.classes
     unknown: list[tuple[Item, str]] = []  # files with no row, to adopt or replace
+    recorded: list[tuple[Item, str, ManifestRow]] = []  # files with a row, to check against it
     for item in metadata.downloadable:
-        target = image_path(item, layout, classes)
-        row = d.manifest.get(item.name)
         found = d.locate(item, classes, layout)
         if found is None:
             continue
+        target = image_path(item, layout, classes)
+        row = found.row
         if row is not None and row.url != item.url:
             # The file is the image of another URL (the metadata changed): never keep it under this name.
             _discard(root, found.rel)
@@ -115,7 +118,10 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             plan.relocated += 1
         if row is None:
             unknown.append((item, target))
-        elif (good := _check(root, row, target, layout)) is not None:
+        else:
+            recorded.append((item, target, row))
+    for (item, target, _), good in zip(recorded, _check_all(root, recorded, layout)):
+        if good is not None:
             plan.rows[item.name] = good
         elif item.index in selected:
             # Deleted before the refetch, so a failed refetch leaves it absent, never damaged.
@@ -202,14 +208,30 @@ def _discard(root: Path, rel: str) -> None:
             raise StoreError(f"cannot remove {str(root / rel)!r}: {exc.strerror or exc}") from None
 
 
-def _check(root: Path, row: ManifestRow, rel: str, layout: str) -> ManifestRow | None:
-    """The manifest row for a file on disk, if the file is the one the row describes."""
+def _check_all(root: Path, recorded: list[tuple[Item, str, ManifestRow]], layout: str) -> list[ManifestRow | None]:
+    """`_check` of every file, on every core: hashing releases the GIL, and a whole tree is
+    ~10,000 files. In the order given."""
+    batches = [recorded[i:i + CHECK_BATCH] for i in range(0, len(recorded), CHECK_BATCH)]
+    with TreeReader(root) as reader:
+        def check(batch: list[tuple[Item, str, ManifestRow]]) -> list[ManifestRow | None]:
+            return [_check(reader, row, target, layout) for _, target, row in batch]
+
+        if len(batches) < 2:
+            return [good for batch in batches for good in check(batch)]
+        with ThreadPoolExecutor(max_workers=min(len(batches), os.cpu_count() or 1)) as pool:
+            return [good for checked in pool.map(check, batches) for good in checked]
+
+
+def _check(reader: TreeReader, row: ManifestRow, rel: str, layout: str) -> ManifestRow | None:
+    """The manifest row for a file on disk, if the file is the one the row describes: the same
+    size and SHA-256. It was decoded when that row was written; `verify --deep` decodes it again."""
     try:
-        if (root / rel).stat().st_size != row.bytes or file_sha256(rel, root=root) != row.sha256:
-            return None
+        data = reader.read(rel)
     except OSError:
         return None
-    return replace(row, path=rel, layout=layout)
+    if len(data) != row.bytes or sha256(data) != row.sha256:
+        return None
+    return row if (row.path, row.layout) == (rel, layout) else replace(row, path=rel, layout=layout)
 
 
 def _adopt(root: Path, item: Item, rel: str, layout: str) -> ManifestRow | None:

@@ -14,8 +14,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
+from typing import TYPE_CHECKING
 
 from . import defaults, hints
 from .directory import Tree, open_tree
@@ -23,6 +22,9 @@ from .errors import EXIT_OK, DirectoryError, UsageError
 from .info import plural
 from .layout import SPLIT_CHOICES, UNLABELED
 from .store import atomic_write
+
+if TYPE_CHECKING:  # Pillow is imported where a sheet is drawn: every command registers this one
+    from PIL import Image, ImageDraw
 
 BY_CHOICES = ("status", "gender", "none")
 DEFAULT_BY = "status"
@@ -261,6 +263,8 @@ def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None
     PIL.Image.Image
         An RGB image of ``plan.size``.
     """
+    from PIL import Image, ImageDraw
+
     g = geometry(plan.tile, plan.by is not None)
     sheet = Image.new("RGB", plan.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
@@ -340,6 +344,8 @@ def _png_path(out: str | os.PathLike) -> Path:
 
 def save_png(image: Image.Image, plan: SheetPlan, out: str | os.PathLike) -> Path:
     """Write atomically, recording in the PNG which faces are where so a sheet can be traced back."""
+    from PIL import PngImagePlugin
+
     out = _png_path(out)
     if not out.parent.is_dir():
         raise DirectoryError(f"cannot write {str(out)!r}: {str(out.parent)!r} is not a directory")
@@ -357,6 +363,8 @@ def save_png(image: Image.Image, plan: SheetPlan, out: str | os.PathLike) -> Pat
 
 
 def _load_tile(path: Path, tile: int) -> Image.Image | None:
+    from PIL import Image, ImageOps
+
     try:
         with Image.open(path) as im:
             im.draft("RGB", (tile, tile))  # JPEG: decode at a reduced scale, much faster for small tiles
@@ -398,6 +406,8 @@ def _name_tags(draw: ImageDraw.ImageDraw, plan: SheetPlan, largest: int) -> tupl
 
 
 def _name_tag(sheet: Image.Image, bottom_left: tuple[int, int], text: str, font) -> None:
+    from PIL import ImageDraw
+
     x, y = bottom_left
     draw = ImageDraw.Draw(sheet, "RGBA")
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -421,6 +431,8 @@ def _text_in_band(draw: ImageDraw.ImageDraw, box, text: str, font, fill) -> int:
 
 def _font(size: int):
     """A scalable font where Pillow has one (>= 10.1 ships it); else DejaVu; else the small bitmap font."""
+    from PIL import ImageFont
+
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, AttributeError, OSError, ImportError):

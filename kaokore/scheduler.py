@@ -292,7 +292,10 @@ class HostScheduler:
         self._stopped = False
         self.hosts: dict[str, _Host] = {}
         for task in tasks:
-            self.hosts.setdefault(task.host, _Host()).pending.append(task)
+            host = self.hosts.get(task.host)
+            if host is None:
+                host = self.hosts[task.host] = _Host()
+            host.pending.append(task)
         fetched = {task.item.name for host in self.hosts.values() for task in host.pending}
         # An image fetched anew (--force) is judged by its new bytes, not its old ones.
         self._ledger = Ledger(row for row in kept if row.image not in fetched)

@@ -16,8 +16,8 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
-from importlib import resources
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 
 from .errors import DirectoryError
@@ -83,30 +83,30 @@ MANIFEST_COLUMNS = tuple(f.name for f in fields(ManifestRow))
 ORIGINS = ("fetched", "adopted", "reused")
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+_VALUES = attrgetter(*MANIFEST_COLUMNS)
+_CONVERTED = MANIFEST_COLUMNS.index("converted")  # the one bool: csv would write True, not true
+_BOOL = {True: "true", False: "false", None: ""}
 
 
-def _row_to_csv(row: ManifestRow) -> list[str]:
-    return [_cell(v) for v in asdict(row).values()]
+def _row_to_csv(row: ManifestRow) -> list:
+    """The row's fields in column order, as manifest.csv spells them: booleans true/false, None empty
+    (csv.writer itself writes None as "" and an int as str does)."""
+    values = list(_VALUES(row))
+    values[_CONVERTED] = _BOOL[values[_CONVERTED]]
+    return values
+
+
+_FROM_CSV = {"true": True, "false": False}
 
 
 def _row_from_csv(record: Mapping[str, str]) -> ManifestRow:
-    def opt_int(s: str) -> int | None:
-        return int(s) if s else None
-
-    converted = {"true": True, "false": False}.get(record["converted"])
+    width, height = record["source_width"], record["source_height"]
     return ManifestRow(
-        image=record["image"], path=record["path"], url=record["url"], sha256=record["sha256"],
-        bytes=int(record["bytes"]), source_width=opt_int(record["source_width"]),
-        source_height=opt_int(record["source_height"]), source_mode=record["source_mode"],
-        converted=converted, layout=record["layout"],
-        origin=record.get("origin") or "fetched",  # manifests written before the column existed
-        source=record.get("source") or "",
+        record["image"], record["path"], record["url"], record["sha256"], int(record["bytes"]),
+        int(width) if width else None, int(height) if height else None, record["source_mode"],
+        _FROM_CSV.get(record["converted"]), record["layout"],
+        record.get("origin") or "fetched",  # manifests written before the column existed
+        record.get("source") or "",
     )
 
 
@@ -117,7 +117,11 @@ def read_rows(path: Path) -> dict[str, ManifestRow]:
     path = Path(path)
     try:
         with io.TextIOWrapper(open_file(path.parent, path.name), newline="", encoding="utf-8") as f:
-            for record in csv.DictReader(f):
+            reader = csv.reader(f)
+            header = next(reader, None) or []
+            # What csv.DictReader gives, without a reader of its own per row: a short row lacks the
+            # columns it does not reach (and is skipped below unless only `origin` is missing).
+            for record in (dict(zip(header, row)) for row in reader):
                 try:
                     row = _row_from_csv(record)
                 except (KeyError, ValueError, TypeError, AttributeError):
@@ -146,8 +150,7 @@ def write_manifest(root: Path, rows: Iterable[ManifestRow]) -> None:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
-    for row in sorted(rows, key=lambda r: r.image):
-        writer.writerow(_row_to_csv(row))
+    writer.writerows([_row_to_csv(row) for row in sorted(rows, key=attrgetter("image"))])
     _write_bookkeeping(root, MANIFEST, out.getvalue().encode("utf-8"))
     try:
         remove_file(root, JOURNAL)
@@ -344,6 +347,8 @@ def file_sha256(path: Path, root: Path | None = None) -> str:
 
 
 def content_providers() -> bytes:
+    from importlib import resources  # here: it imports tempfile, shutil, zipfile... (every command imports store)
+
     return resources.files("kaokore").joinpath(CONTENT_PROVIDERS).read_bytes()
 
 

@@ -1,9 +1,17 @@
-"""`kaokore verify`: prove, without the network, that a downloaded tree is complete and intact."""
+"""`kaokore verify`: prove, without the network, that a downloaded tree is complete and intact.
+
+Every image kaokore writes was decoded in full first, and its manifest row records its
+SHA-256. So an image whose bytes still hash to its row is that decoded image: plain
+`verify` hashes it and reads its header (format, size, mode). One with no row, and
+every image under `deep=True` (`kaokore verify --deep`), is decoded in full. The
+work is spread over every core: hashing and decoding release the GIL.
+"""
 from __future__ import annotations
 
 import os
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,14 +23,15 @@ from .errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
 from .fingerprint import dataset_fingerprint
 from .layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
 from .lock import refuse_while_held
-from .normalize import is_normalized
+from .normalize import has_normalized_header, is_normalized
 from .placeholders import duplicates
 from .plan import select
-from .safefs import read_file, scan
+from .safefs import TreeReader, scan
 from .store import MANIFEST, ManifestRow
 from .versions import METADATA_FILES, Version, get_version
 
 PROBLEMS_SHOWN = 20  # per kind, in the text report
+BATCH = 128  # images per task of the checking threads
 
 
 @dataclass(frozen=True)
@@ -148,13 +157,17 @@ class VerifyReport:
 
 
 def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version | None = None,
-           splits: Iterable[str] | None = None, limit: int | None = None) -> VerifyReport:
+           splits: Iterable[str] | None = None, limit: int | None = None, *, deep: bool = False) -> VerifyReport:
     """Check, without the network, that a downloaded tree is complete and intact.
 
     Every image the version lists with a URL must be where DIR's layout puts it,
-    match its manifest SHA-256 and decode as a 256x256 RGB JPEG; no two manifest rows
-    of different requests may have the same SHA-256 (a server's placeholder); the
+    match its manifest SHA-256 and be a 256x256 RGB JPEG; no two manifest rows of
+    different requests may have the same SHA-256 (a server's placeholder); the
     metadata files must be the pinned ones; and the image folders must hold nothing else.
+
+    An image that matches its manifest SHA-256 is the one kaokore decoded in full
+    when it wrote that row, so only its header is read (format, size and mode);
+    an image with no row, or every image with `deep`, is decoded in full.
 
     Parameters
     ----------
@@ -169,6 +182,10 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
     limit : int, optional
         Only the first `limit` images with a URL, as ``download(limit=...)`` fetched.
         Stray files are looked for in every image folder whatever the selection.
+    deep : bool
+        Decode every image in full, also those whose SHA-256 matches their row: finds
+        scan data damaged in a way the manifest does not show (a row rewritten to match
+        damaged bytes). About five times the CPU of a plain check.
 
     Returns
     -------
@@ -209,8 +226,8 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
     selection = [i for i in select(meta.items, splits, limit) if i.url]
     report.expected = len(selection)
     shared = _duplicates(rows.values())
-    for item in selection:
-        problem = _check_image(root, item, image_path(item, layout, meta.classes), rows.get(item.name))
+    jobs = [(item, image_path(item, layout, meta.classes), rows.get(item.name)) for item in selection]
+    for (item, _, _), problem in zip(jobs, _check_images(root, jobs, deep)):
         if problem:
             report.problems.append(problem)
         elif item.name not in shared:
@@ -240,18 +257,34 @@ def _version(tree, requested: str | Version | None) -> Version | None:
     return known
 
 
-def _check_image(root: Path, item: md.Item, rel: str, row: ManifestRow | None) -> Problem | None:
+def _check_images(root: Path, jobs: list[tuple[md.Item, str, ManifestRow | None]],
+                  deep: bool) -> list[Problem | None]:
+    """`_check_image` of every job, in order, on every core."""
+    batches = [jobs[i:i + BATCH] for i in range(0, len(jobs), BATCH)]
+    with TreeReader(root) as reader:  # never through a link leading outside DIR
+        def check(batch):
+            return [_check_image(reader, item, rel, row, deep) for item, rel, row in batch]
+
+        if len(batches) < 2:
+            return [problem for batch in batches for problem in check(batch)]
+        with ThreadPoolExecutor(max_workers=min(len(batches), os.cpu_count() or 1)) as pool:
+            return [problem for checked in pool.map(check, batches) for problem in checked]
+
+
+def _check_image(reader: TreeReader, item: md.Item, rel: str, row: ManifestRow | None, deep: bool) -> Problem | None:
     try:
-        data = read_file(root, rel)  # never through a link leading outside DIR
+        data = reader.read(rel)
     except FileNotFoundError:
         return Problem(item.name, "missing", f"expected at {rel}")
     except OSError as exc:
         return Problem(item.name, "missing", f"cannot read {rel}: {exc.strerror}")
     if row is None:
-        return Problem(item.name, "unlisted", f"{rel} has no row in {MANIFEST}")
+        # Nothing says kaokore ever decoded these bytes: they are, to say what they are.
+        damaged = "" if is_normalized(data) else ", and is not a decodable 256x256 RGB JPEG"
+        return Problem(item.name, "unlisted", f"{rel} has no row in {MANIFEST}{damaged}")
     if md.sha256(data) != row.sha256:
         return Problem(item.name, "checksum", f"{rel} does not match its manifest SHA-256 ({len(data)} bytes)")
-    if not is_normalized(data):
+    if not (is_normalized(data) if deep else has_normalized_header(data)):
         return Problem(item.name, "not-normalized", f"{rel} is not a decodable 256x256 RGB JPEG")
     return None
 

@@ -112,3 +112,71 @@ def test_images_are_spread_over_hosts_by_weight():
         sequence = bench.host_sequence(images, hosts, weights)
         assert [sequence.count(h) for h in range(hosts)] == expected
         assert len(sequence) == images
+
+
+# --- benchmarks/commands.py and the whole-process comparison ----------------------------------
+
+COMMANDS = Path(__file__).resolve().parent.parent / "benchmarks" / "commands.py"
+COMMAND_FIGURES = ("first_request", "end_of_run", "rerun", "verify", "verify_deep", "info", "import")
+
+
+def run_commands(tmp_path: Path, *args: str) -> tuple[str, dict]:
+    out = tmp_path / "commands.json"
+    proc = subprocess.run([sys.executable, str(COMMANDS), "--images", "40", "--repeat", "1", "--workdir",
+                           str(tmp_path), "--json-out", str(out), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_commands_benchmark_runs_once_small(tmp_path):
+    stdout, doc = run_commands(tmp_path)
+
+    figures = {f["key"]: f for f in doc["figures"]}
+    assert set(figures) == set(COMMAND_FIGURES) and doc["images"] == 40
+    for key in COMMAND_FIGURES:
+        (sample,) = figures[key]["samples"]
+        assert sample["wall"] > 0 and sample["cpu"] is not None and sample["rss_mb"] > 0, key
+        assert sample["status"] == 0, key  # verify and verify --deep called the built tree intact
+    assert figures["first_request"]["samples"][0]["requests"] >= 1  # the server saw the first image request
+    assert figures["end_of_run"]["samples"][0]["requests"] == 10  # exactly the images it deleted: a quarter
+    assert figures["rerun"]["samples"][0]["requests"] == 0
+    # One printed verdict per target, agreeing with the JSON ("NOT MET" contains "MET": whole lines).
+    verdicts = [line for line in stdout.splitlines() if line.startswith("  [")]
+    assert len(verdicts) == len(doc["targets"]) == 12  # wall and peak RSS of six figures
+    for line, target in zip(verdicts, doc["targets"]):
+        assert line.startswith(f"  [{'MET    ' if target['met'] else 'NOT MET'}] {target['target']}: "), line
+        assert target["indicative_only"]  # 40 images are not 1.3's 9,683
+    assert "| verify --deep " in stdout and "| first request " in stdout
+
+
+def test_commands_benchmark_measures_an_existing_tree(srv, synth, tmp_path):
+    import kaokore
+
+    tree = tmp_path / "data"
+    assert kaokore.download(tree, metadata_dir=synth.meta_dir, quiet=True).exit_status == 0
+    images = {p: p.read_bytes() for p in tree.rglob("*.jpg")}
+    manifest = (tree / "manifest.csv").read_bytes()
+    srv.reset_stats()
+
+    stdout, doc = run_commands(tmp_path, "--dir", str(tree), "--only", "rerun,verify,info")
+
+    figures = {f["key"]: f for f in doc["figures"] if f["samples"]}
+    assert set(figures) == {"rerun", "verify", "info"}
+    assert all(f["samples"][0]["status"] == 0 for f in figures.values())
+    # Measured, not changed: the rerun fetched and moved nothing (its card names the command it was).
+    assert [path for _, path in srv.request_log if "/iiif/" in path] == []
+    assert {p: p.read_bytes() for p in tree.rglob("*.jpg")} == images
+    assert (tree / "manifest.csv").read_bytes() == manifest
+
+
+def test_whole_process_comparison_runs_once_small(tmp_path):
+    stdout, doc = run_benchmark(tmp_path, "--whole-process", "--images", "24", "--repeat", "1")
+
+    whole = doc["whole_process"]
+    assert len(whole["ratios"]) == 1 and whole["ratios"][0] > 0
+    assert whole["kaokore_wall_s"][0] > 0 and whole["bare_wall_s"][0] > 0
+    assert whole["kaokore_rss_mb"][0] > 0 and whole["bare_rss_mb"][0] > 0
+    (target,) = doc["targets"]
+    assert target["target"] == "whole process vs bare client" and target["limit"] == 1.03
+    assert target["indicative_only"]
+    assert "bare requests client" in stdout and "ratio kaokore / bare" in stdout
