@@ -3,7 +3,8 @@
 Imported by the child (``python -c "import child_hooks; ..."`` with tests/ on its PYTHONPATH),
 never by pytest. Each hook is switched on by an environment variable and wraps the lowest
 layer Python offers kaokore for it: `open` (the file objects made from kaokore's own
-descriptors) and `os.write`. A file is recognised by its name, read back from the descriptor.
+descriptors), `os.open` (files read by descriptor, as verify reads images) and `os.write`.
+A file is recognised by its name, read back from the descriptor.
 
 KAOKORE_TEST_KILL_IN_WRITE="<regex> <n>"
     The n-th write to a file whose name matches <regex> (the temporary's name, or the final
@@ -28,6 +29,7 @@ import time
 _KILL = os.environ.get("KAOKORE_TEST_KILL_IN_WRITE")
 _HOLD = os.environ.get("KAOKORE_TEST_HOLD_OPEN")
 _real_open = builtins.open
+_real_os_open = os.open
 _real_write = os.write
 _lock = threading.Lock()
 _seen = {"writes": 0, "held": False}
@@ -109,6 +111,12 @@ def _open(file, mode="r", *args, **kwargs):
     return opened
 
 
+def _os_open(path, flags, *args, **kwargs):
+    if _HOLD:
+        _hold(_name(path))
+    return _real_os_open(path, flags, *args, **kwargs)
+
+
 def _write(fd, data):
     if _KILL and _is_the_kill(_name(fd)):
         _kill_now(fd, data)
@@ -118,3 +126,7 @@ def _write(fd, data):
 if _KILL or _HOLD:
     builtins.open = _open
     os.write = _write
+if _HOLD:
+    os.open = _os_open
+    # kaokore asks whether os.open takes dir_fd before using it that way: the wrapper does, as os.open.
+    os.supports_dir_fd.add(_os_open)
