@@ -154,12 +154,31 @@ def hf_row(meta: md.Metadata, present: Present, file_name: str) -> dict:
     Returns
     -------
     dict
-        file_name, name, split ("unlabeled" for an unlabeled image), gender and status
-        (ints, or None when unlabeled), and the `export_row` columns.
+        file_name, name, split, gender and status (ints), and the `export_row` columns.
     """
     item = present.item
-    return {"file_name": file_name, "name": item.name, "split": item.split or UNLABELED,
+    return {"file_name": file_name, "name": item.name, "split": item.split,
             "gender": item.gender, "status": item.status, **export_row(meta.attributes.get(item.index))}
+
+
+def hf_folder(layout: str, item: md.Item) -> str | None:
+    """The folder whose metadata.jsonl lists `item` (see `hf_groups`), or None for an unlabeled image.
+
+    Parameters
+    ----------
+    layout : str
+        DIR's layout.
+    item : Item
+        The image.
+
+    Returns
+    -------
+    str or None
+        "train", "dev" or "test"; "images_256" in the flat layout; None when unlabeled.
+    """
+    if item.split is None:
+        return None
+    return FLAT_FOLDER if layout == "flat" else item.split
 
 
 def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dict[str, list[dict]]:
@@ -168,7 +187,10 @@ def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dic
     imagefolder takes a split from a folder named train/dev/test, so a labelled split's
     rows sit in its folder, with file_name relative to it (male/00000001.jpg in the
     gender layout). unlabeled/ is no split name: it gets no rows. The flat layout has
-    one folder, hence one metadata file and one split, with a `split` column.
+    one folder, hence one metadata file and one split, with a `split` column; its
+    unlabeled images get no rows either, so that in every layout imagefolder gives the
+    labelled images only and no row has a null gender or status (imagefolder reads the
+    rows of metadata.jsonl, and leaves out an image that has none, from datasets 3.4 on).
 
     Parameters
     ----------
@@ -186,12 +208,9 @@ def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dic
     """
     groups: dict[str, list[dict]] = {}
     for p in present:
-        if layout == "flat":
-            folder = FLAT_FOLDER
-        elif p.item.split is None:
+        folder = hf_folder(layout, p.item)
+        if folder is None:
             continue
-        else:
-            folder = p.item.split
         groups.setdefault(folder, []).append(hf_row(meta, p, p.rel[len(folder) + 1:]))
     return groups
 
