@@ -184,7 +184,7 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
                    "they cannot be downloaded and are in no split here.")
     out.append(f"- {expected[UNLABELED]:,} images have a URL but no row in labels.csv (no gender or status); "
                + (f"they are in {FLAT_FOLDER}/ but in no `{HF_METADATA}`, so Hugging Face's imagefolder leaves "
-                  "them out; Croissant's `faces` lists them with split `unlabeled` and empty labels."
+                  "them out; Croissant's `faces` lists them with every field but the image and its name empty."
                   if layout == "flat" else f"they are in {UNLABELED}/, which the Hugging Face and Croissant "
                                            "descriptions leave out."))
     out += [
