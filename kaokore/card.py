@@ -16,7 +16,7 @@ from . import citation
 from . import metadata as md
 from ._version import __version__
 from .attributes import CLASSES as ATTRIBUTE_CLASSES
-from .describe import ATTRIBUTES_CSV, HF_METADATA, Present
+from .describe import ATTRIBUTES_CSV, HF_METADATA, Present, hf_folder
 from .fingerprint import dataset_fingerprint
 from .layout import FLAT_FOLDER, SPLITS, UNLABELED
 from .safefs import read_file, update_file
@@ -184,7 +184,8 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         out.append(f"- {no_url:,} labelled images have a blank line in urls.txt upstream: "
                    "they cannot be downloaded and are in no split here.")
     out.append(f"- {expected[UNLABELED]:,} images have a URL but no row in labels.csv (no gender or status); "
-               + (f"they are in {FLAT_FOLDER}/ with split `unlabeled`."
+               + (f"they are in {FLAT_FOLDER}/ but in no `{HF_METADATA}`, so Hugging Face's imagefolder leaves "
+                  "them out; Croissant's `faces` lists them with every field but the image and its name empty."
                   if layout == "flat" else f"they are in {UNLABELED}/, which the Hugging Face and Croissant "
                                            "descriptions leave out."))
     out += [
@@ -205,20 +206,11 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         "```python",
         "from datasets import load_dataset",
         "ds = load_dataset(\"imagefolder\", data_dir=\".\")  # run in this folder",
-    ]
-    if layout == "flat":
-        out += [
-            "# The flat layout keeps every image in one folder, which imagefolder reads as one split",
-            "# (\"train\"): select the real splits by the `split` column.",
-            "test = ds[\"train\"].filter(lambda r: r[\"split\"] == \"test\")",
-        ]
-    else:
-        out.append("# train / validation (upstream's dev) / test; no `label` column")
-    out += [
         "```",
         "",
-        f"Each split folder holds a `{HF_METADATA}` that imagefolder reads: gender and status are "
-        "ints in the order above, so no label is made from folder names.",
+    ]
+    out += _imagefolder_section(layout, present, on_disk[UNLABELED])
+    out += [
         "",
         "```python",
         "import mlcroissant as mlc",
@@ -288,6 +280,52 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         "",
     ]
     return "\n".join(out)
+
+
+def _imagefolder_section(layout: str, present: Sequence[Present], unlabeled_present: int) -> list[str]:
+    """What `load_dataset("imagefolder", data_dir=DIR)` gives, from the metadata.jsonl files written.
+
+    imagefolder makes one row per metadata.jsonl row, so the table is exact: a split per
+    metadata file (named after its folder: train, validation for dev, test; `train` for
+    the flat layout's one folder), with as many rows as labelled images of it are on disk.
+    """
+    rows = Counter(hf_folder(layout, p.item) for p in present)
+    rows.pop(None, None)  # unlabeled: in no metadata.jsonl
+    if not rows:
+        return [f"No labelled image is on disk yet, so there is no `{HF_METADATA}` for imagefolder to read."]
+    folders = [FLAT_FOLDER] if layout == "flat" else [s for s in SPLITS if s in rows]
+    out = [
+        f"It reads the `{HF_METADATA}` files kaokore writes, one row per labelled image on disk, and gives:",
+        "",
+        "| split | rows | metadata file |",
+        "|---|---:|---|",
+    ]
+    for folder in folders:
+        split = "train" if layout == "flat" else HF_SPLIT[folder]
+        out.append(f"| {split} | {rows[folder]:,} | `{folder}/{HF_METADATA}` |")
+    out += ["", "gender and status are ints in the order above; no `label` column is made from folder names."]
+    if layout == "flat":
+        by_split = Counter(p.item.split for p in present)
+        out += [
+            "",
+            f"The flat layout keeps every image in one folder, which imagefolder reads as a single split "
+            f"named `train`: it holds upstream's three splits, told apart by the `split` column "
+            f"({', '.join(f'{s} {by_split[s]:,}' for s in SPLITS)}).",
+            "",
+            "```python",
+            "test = ds[\"train\"].filter(lambda r: r[\"split\"] == \"test\")",
+            "```",
+            "",
+            "For train / validation / test splits, use the default layout: "
+            "`kaokore download --dir <this folder> --layout split` moves the files, without the network.",
+        ]
+    where = f"{FLAT_FOLDER}/" if layout == "flat" else f"{UNLABELED}/"
+    out += ["", f"Unlabeled images ({unlabeled_present:,} on disk, in {where}) are in no `{HF_METADATA}`, so "
+                "imagefolder leaves them out: no row has a null gender or status."]
+    if layout == "flat":
+        out[-1] += (f" (They share {FLAT_FOLDER}/ with the labelled images, which imagefolder handles from "
+                    "`datasets` 3.4 on; older versions stop with \"doesn't have metadata\".)")
+    return out
 
 
 def _indexed(names: Sequence[str]) -> str:

@@ -1,7 +1,8 @@
 """The command line: a thin argparse layer over `kaokore.download` and `kaokore.verify`.
 
-Multi-word flags take both spellings, `--dataset_version` (upstream's) and
-`--dataset-version`. Every `KaokoreError` becomes one line on stderr and its
+Multi-word flags take both spellings, `--per-host` and `--per_host`; help shows
+the one the docs use (dashes, but upstream's `--dataset_version` and
+`--ssl_unverified_context`). Every `KaokoreError` becomes one line on stderr and its
 exit status; a traceback here would be a bug.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ DOWNLOAD_DESCRIPTION = """\
 Download a KaoKore version into DIR: the pinned metadata, then every image as a
 256x256 RGB JPEG in the chosen layout. A rerun checks what is there and fetches
 only what is missing or damaged; another --layout moves the images already
-there, without the network."""
+there, without the network. Every multi-word flag also takes its other
+spelling (--per_host, --dataset-version)."""
 
 VERIFY_DESCRIPTION = """\
 Check DIR without the network: every image the version lists is present where
@@ -92,12 +94,26 @@ class Parser(argparse.ArgumentParser):
         return self
 
 
+# Upstream's download.py spells these two with underscores, and so do the scripts written for it.
+UPSTREAM_SPELLING = frozenset({"dataset_version", "ssl_unverified_context"})
+
+
 def _flag(parser, name: str, **kwargs):
-    """Add `--a_b` with its `--a-b` twin (or just `--name` for one-word flags)."""
-    spellings = [f"--{name}"]
-    if "_" in name:
-        spellings.append(f"--{name.replace('_', '-')}")
-    return parser.add_argument(*spellings, dest=kwargs.pop("dest", name), **kwargs)
+    """Add `--name` spelled the way the docs write it, and its other spelling as a hidden alias.
+
+    Help and usage show one spelling per flag, the documented one: dashes (`--per-host`),
+    except upstream's own flags (`--dataset_version`). The other spelling is parsed the
+    same but kept out of the help, so a user reads the flags as README.md writes them.
+    """
+    dest = kwargs.pop("dest", name)
+    if "_" not in name:
+        return parser.add_argument(f"--{name}", dest=dest, **kwargs)
+    dashed, underscored = f"--{name.replace('_', '-')}", f"--{name}"
+    shown, alias = (underscored, dashed) if name in UPSTREAM_SPELLING else (dashed, underscored)
+    action = parser.add_argument(shown, dest=dest, **kwargs)
+    # SUPPRESS as the alias's default: the shown flag's default is the one the namespace gets.
+    parser.add_argument(alias, dest=dest, **{**kwargs, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS})
+    return action
 
 
 def add_download_options(parser: argparse.ArgumentParser, *, threads_default: int = defaults.THREADS,
@@ -105,20 +121,21 @@ def add_download_options(parser: argparse.ArgumentParser, *, threads_default: in
     """The download flags; shared with the top-level download.py so the two never drift."""
     _flag(parser, "dir", default=dir_default, metavar="DIR",
           help="directory to store the dataset in (default: %(default)s)")
-    _flag(parser, "dataset_version", default=None, choices=list(VERSIONS),
-          help=f"dataset version (default: the one DIR holds, else {DEFAULT_VERSION}, "
+    _flag(parser, "dataset_version", default=None, choices=list(VERSIONS), metavar="V",
+          help=f"dataset version: {', '.join(VERSIONS)} (default: the one DIR holds, else {DEFAULT_VERSION}, "
                "the one upstream's benchmarks use)")
     if layout:
-        _flag(parser, "layout", default=None, choices=LAYOUTS,
+        _flag(parser, "layout", default=None, choices=LAYOUTS, metavar="L",
               help="split: DIR/{train,dev,test,unlabeled}/; flat: DIR/images_256/ (upstream); "
                    f"gender/status: DIR/{{split}}/{{class}}/ for ImageFolder (default: the one DIR has, "
                    f"else {DEFAULT_LAYOUT})")
-    _flag(parser, "threads", type=int, default=threads_default,
+    _flag(parser, "threads", type=int, default=threads_default, metavar="N",
           help="simultaneous downloads in total (default: %(default)s)")
-    _flag(parser, "per_host", type=int, default=defaults.PER_HOST,
+    _flag(parser, "per_host", type=int, default=defaults.PER_HOST, metavar="N",
           help="simultaneous requests to one server, never exceeded (default: %(default)s)")
-    _flag(parser, "retries", type=int, default=defaults.RETRIES, help="retries per image (default: %(default)s)")
-    _flag(parser, "timeout", type=float, default=defaults.TIMEOUT,
+    _flag(parser, "retries", type=int, default=defaults.RETRIES, metavar="N",
+          help="retries per image (default: %(default)s)")
+    _flag(parser, "timeout", type=float, default=defaults.TIMEOUT, metavar="S",
           help="connect and read timeout in seconds (default: %(default)s)")
     _flag(parser, "force", action="store_true", help="fetch again even images already present")
     _flag(parser, "ssl_unverified_context", action="store_true",
@@ -128,9 +145,9 @@ def add_download_options(parser: argparse.ArgumentParser, *, threads_default: in
           help="read the five metadata files from DIR (not held to the pinned checksums)")
     _flag(parser, "metadata_url", metavar="BASE",
           help="mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
-    _flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits",
-          help="fetch only this split (repeatable)")
-    _flag(parser, "limit", type=int, help="fetch at most N images (smoke runs)")
+    _flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
+          help=f"fetch only this split: {', '.join(SPLIT_CHOICES)} (repeatable; default: all)")
+    _flag(parser, "limit", type=int, metavar="N", help="fetch at most N images (smoke runs)")
     _flag(parser, "reuse", action="append", default=[], metavar="OTHER_DIR",
           help="take images of the same IIIF requests from another kaokore tree (e.g. another version's) "
                "instead of fetching them; OTHER_DIR is only read (repeatable)")
@@ -220,10 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=VERIFY_DESCRIPTION,
                        epilog=VERIFY_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _flag(p, "dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
-    _flag(p, "dataset_version", choices=list(VERSIONS), default=None,
-          help="expected version (default: the one DIR's metadata is)")
-    _flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", help="check only this split")
-    _flag(p, "limit", type=int, help="check only the first N images (as download --limit)")
+    _flag(p, "dataset_version", choices=list(VERSIONS), default=None, metavar="V",
+          help=f"expected version: {', '.join(VERSIONS)} (default: the one DIR's metadata is)")
+    _flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
+          help=f"check only this split: {', '.join(SPLIT_CHOICES)} (repeatable)")
+    _flag(p, "limit", type=int, metavar="N", help="check only the first N images (as download --limit)")
     _flag(p, "deep", action="store_true",
           help="decode every image in full, not only those without a manifest row (slower; see above)")
     _flag(p, "json", action="store_true", help="print the report as JSON on stdout")

@@ -9,7 +9,8 @@ from upstream's own file) with attributes.csv (original_tags.txt in English), an
 `faces` joins the image files of this layout with `annotations` by image name.
 `faces` is the one to read: image, name, split, gender, status and the attributes.
 Unlabeled images have no labels.csv row: outside the flat layout their folder is
-not in the file set; in images_256/ they are records whose labels are empty.
+not in the file set; in images_256/ they are records with only their image and name
+(the join finds no labels.csv row, so labels and attributes are empty).
 """
 from __future__ import annotations
 

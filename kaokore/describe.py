@@ -107,14 +107,9 @@ def prepare_description(meta: md.Metadata, layout: str) -> Prepared:
     absent = None
     for p in places:
         item = p.item
-        if not item.url:
-            continue
-        if layout == "flat":
-            folder = FLAT_FOLDER
-        elif item.split is None:
-            continue  # unlabeled/ is no split name: it gets no rows
-        else:
-            folder = item.split
+        folder = hf_folder(layout, item)
+        if not item.url or folder is None:
+            continue  # an unlabeled image gets no row, in any layout: see hf_groups
         found = fields.get(item.index)
         if found is None:
             columns = absent = absent or _JSON.encode(export_row(None))[1:]
@@ -123,7 +118,7 @@ def prepare_description(meta: md.Metadata, layout: str) -> Prepared:
         # hf_row as JSON: json.dumps(row, ensure_ascii=False, separators=(",", ":")), piece by piece.
         lines[item.index] = (folder, (
             f'{{"file_name":{encode_basestring(p.rel[len(folder) + 1:])},"name":{encode_basestring(item.name)},'
-            f'"split":{encode_basestring(item.split or UNLABELED)},"gender":{_JSON.encode(item.gender)},'
+            f'"split":{encode_basestring(item.split)},"gender":{_JSON.encode(item.gender)},'
             f'"status":{_JSON.encode(item.status)},{columns}\n').encode())
     return Prepared(layout, attributes_csv(meta, fields), places, lines)
 
@@ -334,12 +329,31 @@ def hf_row(meta: md.Metadata, present: Present, file_name: str) -> dict:
     Returns
     -------
     dict
-        file_name, name, split ("unlabeled" for an unlabeled image), gender and status
-        (ints, or None when unlabeled), and the `export_row` columns.
+        file_name, name, split, gender and status (ints), and the `export_row` columns.
     """
     item = present.item
-    return {"file_name": file_name, "name": item.name, "split": item.split or UNLABELED,
+    return {"file_name": file_name, "name": item.name, "split": item.split,
             "gender": item.gender, "status": item.status, **export_row(meta.attributes.get(item.index))}
+
+
+def hf_folder(layout: str, item: md.Item) -> str | None:
+    """The folder whose metadata.jsonl lists `item` (see `hf_groups`), or None for an unlabeled image.
+
+    Parameters
+    ----------
+    layout : str
+        DIR's layout.
+    item : Item
+        The image.
+
+    Returns
+    -------
+    str or None
+        "train", "dev" or "test"; "images_256" in the flat layout; None when unlabeled.
+    """
+    if item.split is None:
+        return None
+    return FLAT_FOLDER if layout == "flat" else item.split
 
 
 def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dict[str, list[dict]]:
@@ -348,7 +362,10 @@ def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dic
     imagefolder takes a split from a folder named train/dev/test, so a labelled split's
     rows sit in its folder, with file_name relative to it (male/00000001.jpg in the
     gender layout). unlabeled/ is no split name: it gets no rows. The flat layout has
-    one folder, hence one metadata file and one split, with a `split` column.
+    one folder, hence one metadata file and one split, with a `split` column; its
+    unlabeled images get no rows either, so that in every layout imagefolder gives the
+    labelled images only and no row has a null gender or status (imagefolder reads the
+    rows of metadata.jsonl, and leaves out an image that has none, from datasets 3.4 on).
 
     Parameters
     ----------
@@ -366,12 +383,9 @@ def hf_groups(meta: md.Metadata, layout: str, present: Sequence[Present]) -> dic
     """
     groups: dict[str, list[dict]] = {}
     for p in present:
-        if layout == "flat":
-            folder = FLAT_FOLDER
-        elif p.item.split is None:
+        folder = hf_folder(layout, p.item)
+        if folder is None:
             continue
-        else:
-            folder = p.item.split
         groups.setdefault(folder, []).append(hf_row(meta, p, p.rel[len(folder) + 1:]))
     return groups
 

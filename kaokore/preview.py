@@ -459,13 +459,15 @@ def register(subparsers) -> None:
                         "or none with --rows/--cols or --split unlabeled)")
     p.add_argument("--mosaic", action="store_true", help="same as --by none")
     p.add_argument("--split", choices=SHEET_SPLITS, default="all", help="draw from this split (default: all)")
-    p.add_argument("--per-class", "--per_class", dest="per_class", type=int, default=None, metavar="N",
+    p.add_argument("--per-class", dest="per_class", type=int, default=None, metavar="N",
                    help=f"faces per class row (default: {DEFAULT_PER_CLASS})")
-    p.add_argument("--rows", type=int, default=None, help=f"mosaic rows (default: {DEFAULT_ROWS})")
-    p.add_argument("--cols", type=int, default=None, help=f"mosaic columns (default: {DEFAULT_COLS})")
+    # The other spelling works too, kept out of the help as the download flags' are (kaokore.cli._flag).
+    p.add_argument("--per_class", dest="per_class", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    p.add_argument("--rows", type=int, default=None, metavar="R", help=f"mosaic rows (default: {DEFAULT_ROWS})")
+    p.add_argument("--cols", type=int, default=None, metavar="C", help=f"mosaic columns (default: {DEFAULT_COLS})")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PX",
                    help=f"tile side in pixels, {TILE_RANGE[0]}..{TILE_RANGE[1]} (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="which faces are drawn (default: %(default)s); "
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="which faces are drawn (default: %(default)s); "
                    "the same seed on the same tree gives the same sheet")
     p.add_argument("--names", action="store_true", help="print each face's image number on its tile")
     p.set_defaults(run=run)

@@ -97,3 +97,16 @@ def encode(image, fmt: str = "JPEG", **kw) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+# The skip reason of a test that needs PyTorch or TensorFlow; conftest.py lets exactly these skip
+# under KAOKORE_TESTS_REQUIRE_ALL=but-frameworks (the fresh-Python check, which installs neither).
+FRAMEWORK_ABSENT = "is not installed, so this framework test skips"
+
+
+def framework(name: str):
+    """Import torch or tensorflow, or skip the test saying why and where to read how to run it."""
+    import pytest
+
+    return pytest.importorskip(name, reason=f"{name} {FRAMEWORK_ABSENT} "
+                                            "(README.md, Development: how to run the framework tests)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import fingerprint_by_hand, run_cli
+from helpers import fingerprint_by_hand, framework, run_cli
 from synthetic import expected_attributes
 
 import kaokore
@@ -107,7 +107,7 @@ def test_every_run_writes_attributes_csv(srv, synth, tmp_path):
 
 
 def test_torch_loader_returns_attributes_and_takes_an_attribute_as_target(srv, synth, tmp_path):
-    pytest.importorskip("torch")
+    framework("torch")
     from kaokore.torch import KaoKore
 
     root = tmp_path / "data"
@@ -128,7 +128,7 @@ def test_torch_loader_returns_attributes_and_takes_an_attribute_as_target(srv, s
 
 
 def test_tensorflow_loader_returns_attributes(srv, synth, tmp_path):
-    pytest.importorskip("tensorflow")
+    framework("tensorflow")
     import kaokore.tensorflow
 
     root = tmp_path / "data"

@@ -1,7 +1,9 @@
 """First contact with the command line: spelled-out flags, the right usage, the quickstart's defaults."""
 from __future__ import annotations
 
+import argparse
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +126,86 @@ def test_a_source_tree_as_dir_does_not_suggest_a_download_that_would_be_refused(
     assert code == EXIT_USAGE and err.count("\n") == 1
     assert "looks like source code" in err and f"--dir {package}" not in err
     assert "`kaokore download --dir data`" in err
+
+
+# -- help spells every option the way the docs do ---------------------------------------------------
+
+# Each doc's tables headed `| option |`, in order, and the command whose flags each one lists.
+DOCUMENTED_OPTIONS = {"README.md": ("download",), "docs/cli.md": ("download", "preview")}
+
+
+def option_tables(text: str) -> list[list[str]]:
+    """The option column of each `| option | ...` table, one entry per flag (`--rows R --cols C` is two)."""
+    tables: list[list[str]] = []
+    rows = None
+    for line in text.splitlines():
+        if line.startswith("| option |"):
+            rows = []
+            tables.append(rows)
+        elif rows is not None and line.startswith("|"):
+            cell = line.split("|")[1].strip()
+            if not cell.startswith("---"):
+                rows += [m.strip() for m in re.findall(r"--[^\s`]+(?: [^\s`-][^\s`]*)?", cell)]
+        else:
+            rows = None
+    return tables
+
+
+def help_of(command: str, capsys) -> tuple[str, set[str]]:
+    """The usage text (whitespace collapsed) and the option entries of `kaokore COMMAND --help`."""
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args([command, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    usage = " ".join(out.split("\n\n")[0].split())
+    # An entry is the part of an indented line before the help text (two spaces or more away).
+    entries = {line[2:].split("  ")[0] for line in out.splitlines() if line.startswith("  -")}
+    return usage, entries
+
+
+@pytest.mark.parametrize("doc", sorted(DOCUMENTED_OPTIONS))
+def test_help_shows_every_documented_option_exactly_as_the_docs_spell_it(doc, capsys):
+    tables = option_tables((REPO / doc).read_text(encoding="utf-8"))
+    assert len(tables) == len(DOCUMENTED_OPTIONS[doc]), f"{doc}: expected an options table per command"
+    for command, options in zip(DOCUMENTED_OPTIONS[doc], tables):
+        assert len(options) >= 8 if command == "download" else len(options) >= 5
+        usage, entries = help_of(command, capsys)
+        for option in options:
+            assert option in entries, f"{doc}: `kaokore {command} --help` does not show {option!r}: {sorted(entries)}"
+            assert option in usage, f"{doc}: the usage line of `kaokore {command}` does not show {option!r}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_one_spelling_per_flag_with_underscores_only_for_upstreams_own(command, capsys):
+    usage, entries = help_of(command, capsys)
+    flags = set(re.findall(r"--[\w-]+", usage + " " + " ".join(entries)))
+    assert {f for f in flags if "_" in f} <= {"--dataset_version", "--ssl_unverified_context"}
+    for flag in flags:  # no flag shown under both spellings
+        other = "--" + (flag[2:].replace("_", "-") if "_" in flag else flag[2:].replace("-", "_"))
+        assert other == flag or other not in flags, (flag, other)
+
+
+def _argv_for(action) -> list[str]:
+    if action.nargs == 0:
+        return []
+    if action.choices:
+        return [list(action.choices)[-1]]
+    return ["3"] if action.type in (int, float) else ["somewhere"]
+
+
+@pytest.mark.parametrize("command", ["download", "verify", "preview"])
+def test_the_spelling_help_does_not_show_works_the_same(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    required = ["--out", "x.png"] if command == "preview" else []
+    hidden = [a for a in sub._actions if a.help == argparse.SUPPRESS]
+    assert hidden, "every multi-word flag has a hidden twin"
+    defaults_ = vars(parser.parse_args([command, *required]))
+    for alias in hidden:
+        shown = next(a for a in sub._actions if a.dest == alias.dest and a.help != argparse.SUPPRESS)
+        (alias_flag,), (shown_flag,) = alias.option_strings, shown.option_strings
+        assert alias_flag.replace("_", "-") == shown_flag.replace("_", "-")
+        value = _argv_for(shown)
+        by_alias = vars(parser.parse_args([command, *required, alias_flag, *value]))
+        by_shown = vars(parser.parse_args([command, *required, shown_flag, *value]))
+        assert by_alias == by_shown != defaults_, alias_flag

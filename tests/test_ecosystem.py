@@ -4,6 +4,7 @@ Real libraries on trees downloaded from loopback IIIF hosts, in every layout.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections import Counter
@@ -59,16 +60,60 @@ def test_imagefolder_gives_the_splits_with_labels_and_attributes_in_every_layout
         columns = {"image", "name", "split", "gender", "status", "work", "holder", "orientation"}
         assert columns <= set(split.column_names)
     labelled = Counter(HF_SPLIT[label[0]] for i, label in synth.labels.items() if i in synth.urls)
+    assert len(synth.urls) > sum(labelled.values())  # the tree holds unlabeled images too
     if layout == "flat":
-        # One folder, one split: every image, the real split in the `split` column.
-        assert list(ds) == ["train"] and len(ds["train"]) == len(synth.urls)
-        assert Counter(ds["train"]["split"]) == Counter(
-            synth.labels[i][0] if i in synth.labels else "unlabeled" for i in synth.urls)
+        # One folder, one split: every labelled image, the real split in the `split` column.
+        assert list(ds) == ["train"] and len(ds["train"]) == sum(labelled.values())
+        assert Counter(ds["train"]["split"]) == Counter(synth.labels[i][0] for i in synth.urls if i in synth.labels)
     else:
         assert {name: len(split) for name, split in ds.items()} == dict(labelled)  # unlabeled/ left out
     for split in ds.values():
+        assert None not in split["gender"] and None not in split["status"]
         for row in split:
             _check_row(synth, row)
+
+
+def imagefolder_table(card: str) -> dict[str, tuple[int, str]]:
+    """The card's table of what imagefolder gives: split -> (rows, metadata file)."""
+    lines = card.splitlines()
+    start = lines.index("| split | rows | metadata file |") + 2
+    table = {}
+    for line in itertools.takewhile(lambda line: line.startswith("|"), lines[start:]):
+        split, rows, file = (cell.strip() for cell in line.strip("|").split("|"))
+        table[split] = (int(rows.replace(",", "")), file.strip("`"))
+    return table
+
+
+@pytest.mark.parametrize("layout,splits", [
+    ("split", None), ("flat", None), ("gender", None), ("status", None),
+    ("flat", ["dev", "unlabeled"]), ("split", ["test", "unlabeled"]), ("gender", ["train"]),
+])
+def test_the_card_says_what_imagefolder_gives_and_it_does(srv, synth, tmp_path, layout, splits):
+    root = tmp_path / "data"
+    kaokore.download(root, metadata_dir=synth.meta_dir, layout=layout, splits=splits, quiet=True)
+    card = (root / "README.md").read_text(encoding="utf-8")
+    table = imagefolder_table(card)
+    # The metadata files it names are the ones on disk, no more...
+    assert sorted(file for _, file in table.values()) == sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("metadata.jsonl"))
+    # ...and imagefolder gives exactly the splits and rows it says, none with a null label.
+    ds = _load_imagefolder(root, tmp_path / "cache")
+    assert {name: len(split) for name, split in ds.items()} == {split: rows for split, (rows, _) in table.items()}
+    for split in ds.values():
+        assert None not in split["gender"] and None not in split["status"]
+    unlabeled = sum(1 for i in synth.urls if i not in synth.labels and (splits is None or "unlabeled" in splits))
+    assert unlabeled in (0, 2)
+    where = "images_256/" if layout == "flat" else "unlabeled/"
+    assert (f"Unlabeled images ({unlabeled} on disk, in {where}) are in no `metadata.jsonl`, so imagefolder "
+            "leaves them out: no row has a null gender or status.") in card
+    if layout == "flat":
+        by_split = Counter(ds["train"]["split"])
+        assert list(ds) == ["train"] and set(by_split) <= {"train", "dev", "test"}
+        assert ("told apart by the `split` column "
+                f"(train {by_split['train']}, dev {by_split['dev']}, test {by_split['test']})") in card
+        assert "Croissant's `faces` lists them with every field but the image and its name empty" in card
+    else:
+        assert "told apart by the `split` column" not in card
 
 
 def test_imagefolder_follows_a_layout_switch_and_verify_sees_no_strays(srv, synth, tmp_path):
@@ -102,6 +147,8 @@ def test_croissant_validates_and_loads_labelled_images(srv, synth, tmp_path, lay
     for r in records:
         index = int(text(r["faces/name"])[:8])
         assert r["faces/image"].size == (256, 256)
+        if index not in synth.labels:  # the flat layout's unlabeled images, as its card says
+            assert {k for k, v in r.items() if v is not None} == {"faces/name", "faces/image"}, r
         if index in synth.labels:
             split, gender, status = synth.labels[index]
             assert (text(r["faces/split"]), r["faces/gender"], r["faces/status"]) == (split, gender, status)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import make_synthetic
+from helpers import framework, make_synthetic
 from iiif_server import FakeIIIF
 
 import kaokore
@@ -87,7 +87,7 @@ def names(samples) -> list[str]:
 @pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("layout,kind", VARIANTS)
 def test_torch_every_layout_split_and_category(trees, layout, kind, split, category):
-    pytest.importorskip("torch")
+    framework("torch")
     from kaokore.torch import KaoKore
 
     with warnings.catch_warnings():
@@ -108,7 +108,7 @@ def test_torch_every_layout_split_and_category(trees, layout, kind, split, categ
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_torch_dataloader_workers(trees, context):
-    torch = pytest.importorskip("torch")
+    torch = framework("torch")
     from kaokore.torch import KaoKore, to_tensor
 
     ds = KaoKore(trees.dirs["gender", "manifest"], split="train", transform=to_tensor)
@@ -121,7 +121,7 @@ def test_torch_dataloader_workers(trees, context):
 
 
 def test_torch_transforms_pickling_and_repr(trees):
-    pytest.importorskip("torch")
+    framework("torch")
     import pickle
 
     from kaokore.torch import KaoKore
@@ -145,7 +145,7 @@ def test_torch_transforms_pickling_and_repr(trees):
 
 
 def test_torch_missing_images_are_counted_and_reported_once(tmp_path):
-    pytest.importorskip("torch")
+    framework("torch")
     from kaokore.torch import KaoKore, MissingImagesWarning
 
     with FakeIIIF(hosts=1) as srv:
@@ -170,7 +170,7 @@ def test_torch_missing_images_are_counted_and_reported_once(tmp_path):
 
 
 def test_torch_download_true_fetches_then_keeps_the_trees_layout(trees, tmp_path):
-    pytest.importorskip("torch")
+    framework("torch")
     from kaokore.torch import KaoKore
 
     root = tmp_path / "fresh"
@@ -184,7 +184,7 @@ def test_torch_download_true_fetches_then_keeps_the_trees_layout(trees, tmp_path
 
 
 def test_torch_errors_are_one_line_kaokore_errors(trees, tmp_path):
-    pytest.importorskip("torch")
+    framework("torch")
     from kaokore.torch import KaoKore
 
     root = trees.dirs["split", "manifest"]
@@ -211,7 +211,7 @@ def test_torch_errors_are_one_line_kaokore_errors(trees, tmp_path):
 
 @pytest.fixture(scope="module")
 def tf():
-    tf = pytest.importorskip("tensorflow")
+    tf = framework("tensorflow")
     try:  # two cores: keep TensorFlow from starting a thread pool per core and then some
         tf.config.threading.set_inter_op_parallelism_threads(2)
         tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -276,7 +276,7 @@ def test_import_kaokore_imports_neither_framework():
 
 
 def test_kaokore_torch_does_not_import_tensorflow():
-    pytest.importorskip("torch")
+    framework("torch")
     result = run_python("import sys, kaokore.torch\nassert 'tensorflow' not in sys.modules\n")
     assert result.returncode == 0, result.stderr
 

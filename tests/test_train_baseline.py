@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_synthetic
+from helpers import framework, make_synthetic
 from iiif_server import FakeIIIF
 from synthetic import CLASSES_EN
 
 import kaokore
 
-torch = pytest.importorskip("torch")
+torch = framework("torch")
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "examples" / "train_baseline.py"
