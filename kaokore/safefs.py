@@ -127,10 +127,7 @@ def _write_file(root: Pathish, rel: str, data: bytes, durable: bool) -> None:
                     os.fsync(f.fileno())
             at.replace(tmp, at, name)
         except BaseException:
-            try:
-                os.unlink(*at(tmp), **at.kw)
-            except OSError:
-                pass
+            _unlink_quietly(at, tmp)
             raise
 
 
@@ -182,12 +179,17 @@ def _link_file(src_root: Pathish, src_rel: str, root: Pathish, rel: str, accept:
                 return False
             at.replace(tmp, at, name)
         except BaseException:
-            try:
-                os.unlink(*at(tmp), **at.kw)
-            except OSError:
-                pass
+            _unlink_quietly(at, tmp)
             raise
     return True
+
+
+def _unlink_quietly(at: _At, tmp: str) -> None:
+    """Remove a temporary of ours after a failure, which is the error worth reporting, not this."""
+    try:
+        os.unlink(*at(tmp), **at.kw)
+    except OSError:
+        pass
 
 
 def update_file(root: Pathish, rel: str, data: bytes, durable: bool = False) -> bool:
