@@ -101,6 +101,22 @@ class DatasetDir:
             name in self.files and md.sha256(self.files[name]) == digest
             for name, digest in self.version.sha256.items())
 
+    def own_metadata(self) -> dict[str, bytes] | None:
+        """DIR's metadata copies when DIR was downloaded from the user's own files (``--metadata-dir``)
+        and they are still the files kaokore.json recorded; else None.
+
+        A bare rerun of such a tree reads them as the run that made it did: the pinned files of
+        its version would number other images, and every image would look damaged.
+        """
+        recorded = self.state.get("metadata_sha256") or {}
+        if self.state.get("metadata_pinned") is not False or not recorded:
+            return None
+        if any(name not in self.files for name in METADATA_FILES):
+            return None
+        if any(md.sha256(self.files[name]) != recorded.get(name) for name in IDENTIFYING_FILES):
+            return None
+        return dict(self.files)
+
     def locate(self, item: md.Item, classes: Mapping[str, Sequence[str]], layout: str | None = None) -> Found | None:
         """Where image `item` is, if anywhere a layout puts it.
 

@@ -173,8 +173,13 @@ def download(
         raise DirectoryError(f"{str(root)!r} looks like source code, not a dataset; pass another --dir")
     # The user's own metadata is read (and validated) first: it is part of what DIR is judged against.
     custom_files = md.read_local(metadata_dir) if metadata_dir is not None else None
+    first = inspect(root, manifest_later=True)
+    if custom_files is None and dataset_version is None:
+        # A bare rerun of a tree made from the user's own files goes on with them; naming a version
+        # asks for its pinned files instead.
+        custom_files = first.own_metadata()
     # Judged before anything is written, so a refusal leaves DIR exactly as it was.
-    resolve(inspect(root, manifest_later=True), dataset_version, layout, custom_files)
+    resolve(first, dataset_version, layout, custom_files)
     sources = open_sources(reuse, root)  # only read, never locked or written
     if custom_files is not None:
         # Where the classes are known already, even the lock file waits for this check.

@@ -353,3 +353,25 @@ def test_verify_reports_a_second_copy_in_another_layouts_folder(two, srv, tmp_pa
     shutil.copytree(root / "train", root / "images_256")  # upstream's script run into the same DIR
     report = kaokore.verify(root)
     assert [(p.where, p.kind) for p in report.problems] == [("images_256", "stray")]
+
+
+def test_a_bare_rerun_of_a_tree_made_from_metadata_dir_keeps_its_own_metadata_and_images(srv, synth, tmp_path):
+    """A tree downloaded from the user's own files (--metadata-dir) is completed from DIR's copies of
+    them, as the run that made it read them: the pinned files of its version number other images, and
+    fetching them would take every image for damaged and delete it."""
+    root = tmp_path / "data"
+    assert kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True).exit_status == 0
+    before = snapshot(root)
+    srv.reset_stats()
+
+    # A mirror on loopback, in case the rerun looked for the pinned files: it serves the custom ones,
+    # which their pins refuse.
+    summary = kaokore.download(root, metadata_url=srv.base_urls[0] + "/meta", quiet=True)
+
+    assert summary.exit_status == 0 and summary.damaged == 0
+    assert summary.already_present == len(synth.urls) and summary.downloaded == 0
+    assert srv.requests() == 0  # no metadata, no image
+    assert {name: data for name, data in snapshot(root).items() if name.endswith(".jpg")} == {
+        name: data for name, data in before.items() if name.endswith(".jpg")}
+    assert (root / "urls.txt").read_bytes() == synth.files["urls.txt"]
+    assert kaokore.verify(root).ok
