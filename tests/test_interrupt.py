@@ -110,7 +110,9 @@ def test_a_kill_inside_an_image_write_leaves_no_partial_file_and_the_rerun_sweep
     assert proc.returncode == -signal.SIGKILL
 
     files = assert_every_image_is_whole(srv, root, synth)  # nothing partial under a final name
-    assert 4 <= len(files) < len(synth.urls)
+    # Not "at least 4": the four writes before the cut one may still wait for their rename in other
+    # workers when it dies (seen on a loaded machine). That the kill fell inside a write is shown below.
+    assert len(files) < len(synth.urls)
     temporaries = {}
     for path in root.rglob(f"*{TMP_SUFFIX}"):
         if (match := IMAGE_TEMPORARY.fullmatch(path.name)):
