@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
@@ -377,10 +378,20 @@ def counts_by(tree: Tree, by: str) -> dict[str, dict[str, int]]:
 
 
 def format_counts(by: str, counts: dict[str, dict[str, int]]) -> list[str]:
-    width = max([len(by), *(len(v) for v in counts)])
-    lines = [f"By {by} (original_tags.txt)", "", f"  {by.ljust(width)}  {'present':>8}  {'listed':>8}"]
-    lines += [f"  {value.ljust(width)}  {n['present']:>8,}  {n['listed']:>8,}" for value, n in counts.items()]
+    width = max([_columns(by), *(_columns(v) for v in counts)])
+    lines = [f"By {by} (original_tags.txt)", "", f"  {_pad(by, width)}  {'present':>8}  {'listed':>8}"]
+    lines += [f"  {_pad(value, width)}  {n['present']:>8,}  {n['listed']:>8,}" for value, n in counts.items()]
     return lines
+
+
+def _columns(text: str) -> int:
+    """The columns `text` takes in a terminal: the works' and holders' names are Japanese, whose
+    characters take two columns each, and padding them by len() would leave the counts ragged."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _columns(text))
 
 
 __all__ = ["plural", "DatasetInfo", "ManifestCounts", "Tree", "dataset_info", "open_tree", "format_info"]

@@ -165,3 +165,21 @@ def test_info_counts_by_work_holder_and_orientation_and_prints_the_fingerprint(s
     assert code == 0 and fingerprint in out
     code, out, _ = run_cli(capsys, "verify", "--dir", str(root), "--limit", "10", "--json")
     assert json.loads(out)["fingerprint"] == fingerprint
+
+
+def test_info_by_work_lines_up_its_counts_under_japanese_titles(srv, synth, tmp_path, capsys):
+    """The works' titles are Japanese: two terminal columns a character. The counts must still end
+    in one column, as a person reads the table."""
+    import unicodedata
+
+    root = tmp_path / "data"
+    kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True)
+    code, out, _ = run_cli(capsys, "info", "--dir", str(root), "--by", "work")
+    assert code == 0
+    table = out[out.index("By work"):].splitlines()[2:]
+    assert len(table) == 5 and any("しゆてんとうし" in line for line in table)  # a header and the 4 works
+
+    def columns(text: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+    assert len({columns(line) for line in table}) == 1, table
