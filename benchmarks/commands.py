@@ -512,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # loopback never goes through a proxy
+    if args.workdir is not None:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)  # --workdir /tmp/new-folder is a request, not an error
     work = Path(tempfile.mkdtemp(prefix="kaokore-commands-", dir=args.workdir))
     bytecode(env, work)
     print(f"kaokore command benchmark: {os.cpu_count()} CPUs, load average "

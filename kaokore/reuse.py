@@ -195,6 +195,8 @@ def take(root: Path, wanted: Sequence[tuple[Item, str]], kept: Mapping[str, Mani
         return taken
     names = {item.name for item, _ in wanted}
     trees = [Source(root, tuple(r for r in kept.values() if r.image not in names), own=True), *sources]
+    if not any(tree.rows for tree in trees):
+        return taken  # nothing to take from (a fresh download): no key of the wanted images is needed
     keys = [request_key(item.url) for item, _ in wanted]
     every = [row for tree in trees for row in tree.rows]
     # One placeholder anywhere poisons its bytes everywhere: its tree may hold it once, another tree again.
