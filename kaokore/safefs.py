@@ -487,13 +487,8 @@ def _plain_walk(root: Pathish, parts: list[str], create: bool = False) -> int | 
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)  # DIR itself may be a link: the user's path
     try:
         for part in parts:
-            if create:
-                try:
-                    os.mkdir(part, dir_fd=fd)
-                except FileExistsError:
-                    pass
             try:
-                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+                inner = _enter(fd, part, create)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     os.close(fd)
@@ -508,6 +503,17 @@ def _plain_walk(root: Pathish, parts: list[str], create: bool = False) -> int | 
             pass
         raise
     return fd
+
+
+def _enter(fd: int, part: str, create: bool) -> int:
+    """A descriptor of folder `part` of the folder open as `fd` (created first with `create`),
+    never through a link: OSError ELOOP or ENOTDIR when `part` is one."""
+    if create:
+        try:
+            os.mkdir(part, dir_fd=fd)
+        except FileExistsError:
+            pass
+    return os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
 
 
 @dataclass
@@ -543,13 +549,8 @@ def _folder(real_root: str, parts: list[str], create: bool = False) -> Iterator[
     fd = os.open(real_root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
     try:
         for part in parts:
-            if create:
-                try:
-                    os.mkdir(part, dir_fd=fd)
-                except FileExistsError:
-                    pass
             # A link here was swapped in after `_resolve` looked: ENOTDIR/ELOOP, never followed.
-            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC, dir_fd=fd)
+            inner = _enter(fd, part, create)
             os.close(fd)
             fd = inner
         yield _At(fd, path)
