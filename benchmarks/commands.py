@@ -264,9 +264,9 @@ def with_comment(jpeg: bytes, text: str) -> bytes:
 def build_tree(root: Path, meta_dir: Path) -> int:
     """Every image of the metadata in `meta_dir` under `root` (split layout), with its manifest
     row; returns the number of images. kaokore itself then finishes the tree (see main)."""
-    from kaokore import metadata as md
-    from kaokore.layout import image_path
-    from kaokore.store import ManifestRow, write_manifest
+    from kaokore.dataset import metadata as md
+    from kaokore.dataset.layout import image_path
+    from kaokore.storage.store import ManifestRow, write_manifest
 
     files = md.read_local(meta_dir)
     meta = md.parse(files, pinned=False)
@@ -401,7 +401,7 @@ def has_deep(bench: Bench) -> bool:
 
 
 def image_rels(tree: Path) -> list[str]:
-    from kaokore.store import read_manifest
+    from kaokore.storage.store import read_manifest
 
     return sorted(row.path for row in read_manifest(tree).values())
 
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta_dir = work / "metadata"
         if args.dir is not None or args.metadata_dir is not None:
-            from kaokore.metadata import read_local
+            from kaokore.dataset.metadata import read_local
 
             source = read_local(args.metadata_dir or args.dir)
             files = loopback_files(source, srv)

@@ -43,7 +43,7 @@ from synthetic import default_label, metadata_files, write_files  # noqa: E402
 
 import kaokore  # noqa: E402
 from kaokore import defaults  # noqa: E402
-from kaokore.session import host_key  # noqa: E402
+from kaokore.pipeline.session import host_key  # noqa: E402
 
 METADATA = ("labels.csv", "labels.metadata.en.txt", "labels.metadata.ja.txt", "original_tags.txt", "urls.txt")
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(TESTS_DIR))  # the test server lives with the tests
 from iiif_server import PAGE_SIZE, FakeIIIF  # noqa: E402
 
 import kaokore  # noqa: E402
-from kaokore.overlap import overlaps  # noqa: E402
-from kaokore.versions import METADATA_FILES, VERSIONS  # noqa: E402
+from kaokore.dataset.versions import METADATA_FILES, VERSIONS  # noqa: E402
+from kaokore.offline.overlap import overlaps  # noqa: E402
 
 _REGION = re.compile(r"(-?\d+),(-?\d+),(\d+),(\d+)")
 SIDE = 1000  # the largest region side on the fake's pages

@@ -296,7 +296,7 @@ def _client_main(conn, spec_doc: dict, meta_dir: str, out_dir: str, digests: dic
     from types import MappingProxyType
 
     import kaokore
-    from kaokore.versions import Version
+    from kaokore.dataset.versions import Version
 
     spec = RunSpec(**spec_doc)
     version = Version("bench", "dataset", spec.images, MappingProxyType(digests))

@@ -16,30 +16,26 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .downloader import Interrupted, RunStopped, download
+    from .dataset.versions import VERSIONS, Version
     from .errors import ChecksumError, DirectoryError, KaokoreError, MetadataError, NetworkError, UsageError
-    from .fetch import Failure, RetryPolicy
-    from .report import Summary
-    from .verifier import Problem, VerifyReport, verify
-    from .versions import VERSIONS, Version
+    from .offline.verifier import Problem, VerifyReport, verify
+    from .pipeline.fetch import Failure, RetryPolicy
+    from .pipeline.report import Summary
+    from .pipeline.run import Interrupted, RunStopped, download
 
 # Each public name and the module it lives in, imported on first use: `kaokore verify` and
 # `kaokore info` then never load the HTTP stack (requests, urllib3), a tenth of a second.
 _HOMES = {
-    "download": "downloader", "Interrupted": "downloader", "RunStopped": "downloader",
+    "download": "pipeline.run", "Interrupted": "pipeline.run", "RunStopped": "pipeline.run",
     "ChecksumError": "errors", "DirectoryError": "errors", "KaokoreError": "errors", "MetadataError": "errors",
     "NetworkError": "errors", "UsageError": "errors",
-    "Failure": "fetch", "RetryPolicy": "fetch",
-    "Summary": "report",
-    "Problem": "verifier", "VerifyReport": "verifier", "verify": "verifier",
-    "VERSIONS": "versions", "Version": "versions",
+    "Failure": "pipeline.fetch", "RetryPolicy": "pipeline.fetch",
+    "Summary": "pipeline.report",
+    "Problem": "offline.verifier", "VerifyReport": "offline.verifier", "verify": "offline.verifier",
+    "VERSIONS": "dataset.versions", "Version": "dataset.versions",
 }
-# The modules `import kaokore` has always made available as attributes (kaokore.fetch.RetryPolicy...).
-_SUBMODULES = frozenset({
-    "attributes", "defaults", "describe", "directory", "downloader", "errors", "fetch", "fingerprint", "hints",
-    "layout", "lock", "metadata", "normalize", "plan", "report", "safefs", "scheduler", "session", "store",
-    "verifier", "versions",
-})
+# The stages, as attributes of the package (kaokore.pipeline.fetch...), imported on first use too.
+_SUBMODULES = frozenset({"dataset", "description", "offline", "pipeline", "storage", "errors", "defaults", "hints"})
 
 
 def __getattr__(name: str):

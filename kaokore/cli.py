@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 from . import defaults
 from ._version import __version__
+from .dataset.layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
+from .dataset.versions import DEFAULT_VERSION, VERSIONS
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError, UsageError
-from .layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
-from .versions import DEFAULT_VERSION, VERSIONS
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
 DOWNLOAD_DESCRIPTION = """\
@@ -51,7 +51,7 @@ VERIFY_EXIT_STATUSES = """exit status:
   2    bad usage, or DIR has no usable metadata"""
 
 # Modules that add their own subcommand through register(subparsers).
-PLUGGED_COMMANDS: tuple[str, ...] = ("info", "preview")
+PLUGGED_COMMANDS: tuple[str, ...] = ("offline.info", "offline.preview")
 
 EXIT_STATUSES = """exit status:
   0    complete (download) / intact (verify)
@@ -166,7 +166,7 @@ def download_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run_download(kwargs: dict, as_json: bool) -> int:
-    from .downloader import Interrupted, download
+    from .pipeline.run import Interrupted, download
 
     quiet = kwargs.get("quiet", False)
     with _warnings_on_stderr(quiet):
@@ -301,7 +301,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "download":
         return run_download(download_kwargs(args), args.json)
     if args.command == "verify":
-        from .verifier import verify
+        from .offline.verifier import verify
 
         with _json_errors(args.json):
             report = verify(args.dir, dataset_version=args.dataset_version, splits=args.splits, limit=args.limit,
@@ -313,7 +313,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return report.exit_status
     if args.command == "versions":
         if args.overlap:
-            from .overlap import run
+            from .offline.overlap import run
 
             return run(args)
         if args.upstream_dir or args.metadata_url or args.json:

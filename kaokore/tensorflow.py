@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from .attributes import Attributes, export_row
-from .index import IMAGE_SIZE, MissingFramework, MissingImagesWarning, read_index
+from .dataset.attributes import Attributes, export_row
+from .offline.index import IMAGE_SIZE, MissingFramework, MissingImagesWarning, read_index
 
 
 def _import_tensorflow():

@@ -17,11 +17,11 @@ from typing import Any
 
 from PIL import Image
 
-from .downloader import download as _download
 from .errors import UsageError
 
 # The index is framework-free; kaokore.tensorflow imports TensorFlow only inside load().
-from .index import MissingFramework, MissingImagesWarning, read_index
+from .offline.index import MissingFramework, MissingImagesWarning, read_index
+from .pipeline.run import download as _download
 
 try:
     import torch

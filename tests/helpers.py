@@ -14,7 +14,7 @@ from types import MappingProxyType
 from iiif_server import FakeIIIF
 from synthetic import default_label, metadata_files, write_files
 
-from kaokore.versions import METADATA_FILES, Version
+from kaokore.dataset.versions import METADATA_FILES, Version
 
 
 @dataclass

@@ -7,8 +7,8 @@ from helpers import fingerprint_by_hand, framework, run_cli
 from synthetic import expected_attributes
 
 import kaokore
-from kaokore import metadata as md
-from kaokore.attributes import CLASSES, iiif_source, parse_attributes
+from kaokore.dataset import metadata as md
+from kaokore.dataset.attributes import CLASSES, iiif_source, parse_attributes
 from kaokore.errors import EXIT_USAGE, MetadataError
 
 URL = "https://iiif.example.org/iiif/200014736/200014736_00010.tif/-19,1240,195,195/256,256/0/default.jpg"

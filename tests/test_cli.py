@@ -16,7 +16,7 @@ import kaokore
 from kaokore import defaults
 from kaokore.cli import build_parser
 from kaokore.errors import EXIT_USAGE
-from kaokore.fetch import RetryPolicy
+from kaokore.pipeline.fetch import RetryPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("download", "verify", "info", "preview", "versions")
@@ -86,8 +86,8 @@ def test_every_command_defaults_to_the_quickstarts_dir(command):
 
 
 def test_the_api_defaults_to_the_quickstarts_dir_too():
-    from kaokore.info import dataset_info
-    from kaokore.preview import contact_sheet, plan_sheet
+    from kaokore.offline.info import dataset_info
+    from kaokore.offline.preview import contact_sheet, plan_sheet
 
     for function in (kaokore.download, kaokore.verify, dataset_info, plan_sheet, contact_sheet):
         assert inspect.signature(function).parameters["dir"].default == "data", function

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import kaokore
-from kaokore import describe
+from kaokore.description import write as describe
 
 DESCRIPTION = ("attributes.csv", "croissant.json", "README.md")
 
@@ -43,7 +43,7 @@ def prepared(monkeypatch) -> list[int]:
         return real(meta, layout)
 
     monkeypatch.setattr(describe, "prepare_description", counted)
-    monkeypatch.setattr(kaokore.downloader, "prepare_description", counted)
+    monkeypatch.setattr(kaokore.pipeline.run, "prepare_description", counted)
     return calls
 
 

@@ -21,10 +21,10 @@ import pytest
 
 from helpers import image_files, make_synthetic, run_cli
 
-from kaokore import safefs, store
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
-from kaokore.lock import LOCK, Busy, exclusive, is_held
-from kaokore.store import TMP_SUFFIX, Journal, ManifestRow, PathError, StoreError, write_image
+from kaokore.storage import safefs, store
+from kaokore.storage.lock import LOCK, Busy, exclusive, is_held
+from kaokore.storage.store import TMP_SUFFIX, Journal, ManifestRow, PathError, StoreError, write_image
 
 
 def snapshot(top: Path) -> dict[str, bytes | str]:
@@ -248,7 +248,7 @@ def test_verify_info_and_the_loaders_never_read_through_a_link_leading_outside(
         assert info["manifest"] is None if what == "manifest.csv" else info["manifest"] is not None
 
     from kaokore.errors import MetadataError
-    from kaokore.index import MissingImagesWarning
+    from kaokore.offline.index import MissingImagesWarning
 
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
@@ -276,7 +276,7 @@ def test_verify_info_and_the_loaders_never_read_through_a_link_leading_outside(
 
 LOCK_WORKER = r"""
 import json, os, sys, time
-from kaokore.lock import Busy, exclusive, is_held
+from kaokore.storage.lock import Busy, exclusive, is_held
 root, role, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 go, stop, marker = (os.path.join(root, n) for n in ("go", "stop", "held-by-one"))
 while not os.path.exists(go):

@@ -25,9 +25,9 @@ from iiif_server import Fault
 from synthetic import default_label, metadata_files, write_files
 
 import kaokore
-from kaokore.directory import inspect, resolve
+from kaokore.dataset.versions import METADATA_FILES, Version
 from kaokore.errors import UsageError
-from kaokore.versions import METADATA_FILES, Version
+from kaokore.storage.directory import inspect, resolve
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM_COPIES = ("labels.csv", "labels.metadata.en.txt", "labels.metadata.ja.txt", "original_tags.txt")
@@ -87,7 +87,7 @@ class TwoVersions:
 def two(srv, tmp_path, monkeypatch):
     versions = TwoVersions(srv, tmp_path)
     registry = MappingProxyType(dict(versions.registry))
-    for module in ("kaokore.versions", "kaokore.cli"):
+    for module in ("kaokore.dataset.versions", "kaokore.cli"):
         monkeypatch.setattr(f"{module}.VERSIONS", registry)
     monkeypatch.setenv("KAOKORE_METADATA_URL", srv.base_urls[0] + "/meta")
     return versions
@@ -143,7 +143,7 @@ def test_a_bare_download_completes_an_upstream_tree_in_its_own_version_and_layou
     # and every reader sees the same tree
     report = kaokore.verify(root)
     assert report.ok and report.layout == "flat" and report.dataset_version == "1.3", report.text()
-    from kaokore.info import dataset_info
+    from kaokore.offline.info import dataset_info
     info = dataset_info(root)
     assert info.layout == "flat" and info.present == N and info.dataset_version == "1.3"
     again = kaokore.download(root, quiet=True)
@@ -160,7 +160,8 @@ def test_download_py_completes_an_upstream_tree_the_same_way(two, srv, tmp_path)
     folders = {n: v.folder for n, v in two.registry.items()}
     script.write_text(
         "import runpy, sys, types\n"
-        "from kaokore import versions, cli\n"
+        "from kaokore import cli\n"
+        "from kaokore.dataset import versions\n"
         f"reg = types.MappingProxyType({{n: versions.Version(n, f, {N}, types.MappingProxyType(d)) "
         f"for (n, d), f in zip({registry!r}.items(), {list(folders.values())!r})}})\n"
         "versions.VERSIONS = cli.VERSIONS = reg\n"
@@ -273,8 +274,8 @@ def test_every_reader_sees_the_layout_the_download_keeps(two, srv, tmp_path, lay
     (root / "kaokore.json").unlink()  # only the manifest and the folders are left to tell
     d = inspect(root)
     assert d.layout == layout and d.version.name == "1.0"
-    from kaokore.index import read_index
-    from kaokore.info import dataset_info
+    from kaokore.offline.index import read_index
+    from kaokore.offline.info import dataset_info
     assert dataset_info(root).layout == layout
     assert kaokore.verify(root).layout == layout
     index = read_index(root, "train", "gender")
@@ -286,7 +287,7 @@ def test_every_reader_sees_the_layout_the_download_keeps(two, srv, tmp_path, lay
 
 
 def test_ctrl_c_while_adopting_keeps_the_record_of_what_was_re_encoded(two, srv, tmp_path, monkeypatch):
-    import kaokore.plan as plan
+    import kaokore.pipeline.plan as plan
 
     root = two.upstream_tree(tmp_path / "up", "1.3", range(N))
     real = plan._adopt
@@ -337,7 +338,7 @@ def test_a_tree_from_before_the_digests_were_recorded_is_still_recognised(two, s
 
 
 def test_info_says_unknown_when_the_files_contradict_kaokore_json(two, srv, tmp_path):
-    from kaokore.info import dataset_info
+    from kaokore.offline.info import dataset_info
 
     root = tmp_path / "data"
     kaokore.download(root, dataset_version="1.0", quiet=True)

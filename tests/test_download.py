@@ -14,7 +14,7 @@ from iiif_server import Fault
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
-from kaokore.store import content_providers
+from kaokore.storage.store import content_providers
 
 REPO = Path(__file__).resolve().parent.parent
 CLASS = {"gender": ("male", "female"), "status": ("noble", "warrior", "incarnation", "commoner")}
@@ -119,7 +119,7 @@ def test_threads_is_a_total_across_hosts_not_a_number_per_host(tmp_path):
 @pytest.mark.parametrize("why", ["a file as --dir", "no metadata", "another download"])
 def test_json_says_why_a_download_cannot_start(srv, synth, tmp_path, capsys, why):
     """A CI script parsing --json gets {"error", "exit_status"} and nothing else (docs/cli.md)."""
-    from kaokore.lock import exclusive
+    from kaokore.storage.lock import exclusive
 
     root, metadata = tmp_path / "data", synth.meta_dir
     if why == "a file as --dir":
@@ -164,7 +164,7 @@ def test_transient_errors_are_retried_until_the_image_arrives(srv, synth, tmp_pa
     srv.inject(synth.urls[0], Fault.S503, times=2)
     srv.inject(synth.urls[1], Fault.S500, times=1)
     srv.inject(synth.urls[2], Fault.GARBAGE200, times=1)
-    policy = kaokore.fetch.RetryPolicy(backoff_factor=0.01)
+    policy = kaokore.RetryPolicy(backoff_factor=0.01)
     summary = kaokore.download(tmp_path / "data", metadata_dir=synth.meta_dir, quiet=True, policy=policy)
     assert summary.exit_status == EXIT_OK
     assert (srv.requests(synth.urls[0]), srv.requests(synth.urls[1]), srv.requests(synth.urls[2])) == (3, 2, 2)

@@ -15,9 +15,9 @@ from helpers import fingerprint_by_hand, make_synthetic
 from synthetic import expected_attributes
 
 import kaokore
-from kaokore.card import MARKER
-from kaokore.fingerprint import dataset_fingerprint
-from kaokore.store import read_manifest
+from kaokore.description.card import MARKER
+from kaokore.description.fingerprint import dataset_fingerprint
+from kaokore.storage.store import read_manifest
 
 LAYOUTS = ["split", "flat", "gender", "status"]
 HF_SPLIT = {"train": "train", "dev": "validation", "test": "test"}

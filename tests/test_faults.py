@@ -14,10 +14,10 @@ from helpers import image_files, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
+from kaokore.dataset.metadata import Item
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.fetch import RetryPolicy, _transient, make_task
-from kaokore.metadata import Item
-from kaokore.session import host_key
+from kaokore.pipeline.fetch import RetryPolicy, _transient, make_task
+from kaokore.pipeline.session import host_key
 
 FAST = RetryPolicy(backoff_factor=0.01)
 
@@ -84,9 +84,9 @@ def test_a_503_asking_for_an_hour_is_waited_60_s_by_the_image_and_its_host(tmp_p
     is a stand-in, so nobody waits the minute."""
     from iiif_server import FakeIIIF
 
-    from kaokore.fetch import attempt
-    from kaokore.scheduler import HostScheduler
-    from kaokore.session import HttpOptions, make_session
+    from kaokore.pipeline.fetch import attempt
+    from kaokore.pipeline.scheduler import HostScheduler
+    from kaokore.pipeline.session import HttpOptions, make_session
 
     policy, options = RetryPolicy(), HttpOptions(timeout=10)
     with FakeIIIF(hosts=1, retry_after=3600) as srv, make_session(options, per_host=1) as session:
@@ -406,7 +406,7 @@ def test_a_body_trickling_in_is_cut_off_at_four_timeouts(srv):
     would have to come 19 times later than sent for a read to time out instead."""
     from iiif_server import FakeIIIF
 
-    from kaokore.session import HttpOptions, SlowResponse, get_body, make_session
+    from kaokore.pipeline.session import HttpOptions, SlowResponse, get_body, make_session
 
     with FakeIIIF(hosts=1, trickle_interval=0.04) as server:
         url = server.url(0, "book/page.tif")

@@ -17,7 +17,7 @@ from helpers import image_files, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
-from kaokore import versions
+from kaokore.dataset import versions
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_USAGE
 
 
@@ -196,7 +196,7 @@ def test_hostile_answers_fail_only_their_own_image(srv, tmp_path, monkeypatch):
     before = snapshot(tmp_path, root)
 
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, quiet=True,
-                               policy=kaokore.fetch.RetryPolicy(backoff_factor=0.01))
+                               policy=kaokore.RetryPolicy(backoff_factor=0.01))
 
     assert summary.exit_status == EXIT_INCOMPLETE
     errors = {r["image"]: r["error"] for r in csv.DictReader(open(root / "failures.csv", newline=""))}
@@ -249,10 +249,10 @@ def test_a_full_disk_stops_the_run_with_one_line_instead_of_failing_every_image(
             written.append(rel)
         real_write_file(root, rel, data, durable)
 
-    import kaokore.store
+    import kaokore.storage.store
 
-    real_write_file = kaokore.store.write_file
-    monkeypatch.setattr(kaokore.store, "write_file", disk_fills_up)
+    real_write_file = kaokore.storage.store.write_file
+    monkeypatch.setattr(kaokore.storage.store, "write_file", disk_fills_up)
     code, out, err = run_cli(capsys, "download", "--dir", str(tmp_path / "d"), "--metadata-dir",
                              str(synth.meta_dir), "--quiet", "--json")
     assert code == EXIT_USAGE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaokore.iiif import page_key, parse, request_key
+from kaokore.dataset.iiif import page_key, parse, request_key
 
 # The same Keio face in four versions: 1.0 (http, "256,"), 1.1 (http, "256,256"),
 # 1.2 (https, "256,256") and 1.3 (https, "!200,200": a 200x200 rendering, another image).

@@ -1,10 +1,9 @@
-"""kaokore.layout: where each image goes, in every layout, as pure functions (no server, no files)."""
+"""kaokore.dataset.layout: where each image goes, in every layout, as pure functions (no server, no files)."""
 from __future__ import annotations
 
 import pytest
 
-from kaokore.errors import UsageError
-from kaokore.layout import (
+from kaokore.dataset.layout import (
     DEFAULT_LAYOUT,
     FLAT_FOLDER,
     LAYOUTS,
@@ -17,7 +16,8 @@ from kaokore.layout import (
     image_path,
     layout_folders,
 )
-from kaokore.metadata import Item
+from kaokore.dataset.metadata import Item
+from kaokore.errors import UsageError
 
 CLASSES = {"gender": ("male", "female"), "status": ("noble", "warrior", "incarnation", "commoner")}
 LABELLED = Item(1234, "https://example.org/a.jpg", split="dev", gender=1, status=2)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from helpers import encode
 
-from kaokore.normalize import ImageTooLarge, NotAnImage, is_normalized, normalize
+from kaokore.pipeline.normalize import ImageTooLarge, NotAnImage, is_normalized, normalize
 
 
 def decoded(data: bytes) -> Image.Image:

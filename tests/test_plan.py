@@ -11,11 +11,11 @@ from PIL import Image
 
 from synthetic import default_label, metadata_files
 
-from kaokore import metadata as md
-from kaokore.directory import inspect
-from kaokore.layout import image_path
-from kaokore.plan import make_plan, select
-from kaokore.store import ManifestRow, write_manifest
+from kaokore.dataset import metadata as md
+from kaokore.dataset.layout import image_path
+from kaokore.pipeline.plan import make_plan, select
+from kaokore.storage.directory import inspect
+from kaokore.storage.store import ManifestRow, write_manifest
 
 N = 8
 
@@ -131,8 +131,8 @@ def test_a_damaged_file_that_cannot_be_deleted_is_left_to_the_fetch_not_a_crash(
 
     import pytest
 
-    import kaokore.plan as plan_module
-    from kaokore.store import StoreError
+    import kaokore.pipeline.plan as plan_module
+    from kaokore.storage.store import StoreError
 
     m = meta()
     put(tmp_path, "train/00000000.jpg", jpeg((0, 0, 255)))
@@ -154,8 +154,8 @@ def test_a_damaged_file_that_cannot_be_deleted_is_left_to_the_fetch_not_a_crash(
 
 
 def test_a_200px_file_that_cannot_be_rewritten_in_place_is_fetched_not_a_stopped_run(tmp_path, monkeypatch):
-    import kaokore.plan as plan_module
-    from kaokore.store import PathError
+    import kaokore.pipeline.plan as plan_module
+    from kaokore.storage.store import PathError
 
     m = meta()
     put(tmp_path, "images_256/00000002.jpg", jpeg(size=(200, 200)))

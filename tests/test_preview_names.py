@@ -6,7 +6,7 @@ import pytest
 from helpers import make_synthetic
 
 import kaokore
-from kaokore.preview import BACKGROUND, geometry, plan_sheet, render
+from kaokore.offline.preview import BACKGROUND, geometry, plan_sheet, render
 
 
 @pytest.fixture(scope="module")

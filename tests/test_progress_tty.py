@@ -16,7 +16,7 @@ import pty  # noqa: E402
 # Three images on one host, then the bar is closed; what the terminal shows is what tqdm drew.
 CHILD = """
 import sys
-from kaokore.report import Progress
+from kaokore.pipeline.report import Progress
 progress = Progress({"host": 3}, stream=sys.stderr)
 for _ in range(3):
     progress.advance("host", True)

@@ -2,8 +2,8 @@
 import io
 import json
 
-from kaokore.fetch import Failure
-from kaokore.report import Progress, Summary
+from kaokore.pipeline.fetch import Failure
+from kaokore.pipeline.report import Progress, Summary
 
 
 class FakeTerminal(io.StringIO):
@@ -49,7 +49,7 @@ def test_a_bar_on_a_terminal_and_nothing_when_quiet():
 def test_eta_follows_the_slowest_host(monkeypatch):
     """Two hosts at the same pace, one with 9 images left, one done: the run ends with the first."""
     clock = [100.0]
-    monkeypatch.setattr("kaokore.report.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("kaokore.pipeline.report.time.monotonic", lambda: clock[0])
     progress = Progress({"big": 10, "small": 1}, stream=io.StringIO(), interval=3600)
     clock[0] = 110.0
     progress.advance("big", True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kaokore.metadata import Item
-from kaokore.scheduler import (
+from kaokore.dataset.metadata import Item
+from kaokore.pipeline.scheduler import (
     HOST_FAILING,
     HOST_OVERLOADED,
     HOST_REFUSING,

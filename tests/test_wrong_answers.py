@@ -16,9 +16,9 @@ from iiif_server import FakeIIIF, Fault
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.fetch import RetryPolicy
-from kaokore.session import host_key
-from kaokore.store import MANIFEST, Journal, ManifestRow, write_manifest
+from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.session import host_key
+from kaokore.storage.store import MANIFEST, Journal, ManifestRow, write_manifest
 
 N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200
 FAILING = 0
@@ -365,7 +365,7 @@ def test_verify_names_every_image_of_a_placeholder_and_exits_1(srv, tmp_path, ca
 
 def test_rows_of_one_request_under_two_numbers_are_no_duplicates():
     """1.2's three pairs: one face over http and over https. Other regions with those bytes are."""
-    from kaokore.placeholders import duplicates
+    from kaokore.pipeline.placeholders import duplicates
 
     url = "http://iiif.lib.keio.ac.jp/iipsrv/NRE/110X-445-3-2/tif/2_004.tif/1770,958,188,188/256,256/0/default.jpg"
 

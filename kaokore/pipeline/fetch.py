@@ -24,10 +24,11 @@ import requests
 from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util import Retry
 
-from .errors import NetworkError
-from .metadata import Item, sha256
+from ..dataset.metadata import Item, sha256
+from ..errors import NetworkError
+from ..storage.safefs import remove_file
+from ..storage.store import Journal, ManifestRow, PathError, StoreError, write_image
 from .normalize import ImageTooLarge, NotAnImage, normalize
-from .safefs import remove_file
 from .scheduler import (
     HOST_UNREACHABLE,
     OVERLOAD_STATUSES,
@@ -40,7 +41,6 @@ from .scheduler import (
     Trouble,
 )
 from .session import TLS_HINT, HttpOptions, ResponseTooLarge, describe, get_body, host_key
-from .store import Journal, ManifestRow, PathError, StoreError, write_image
 
 if TYPE_CHECKING:
     from .report import Progress, Summary

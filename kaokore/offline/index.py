@@ -12,12 +12,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import metadata as md
-from .attributes import CLASSES as ATTRIBUTE_CLASSES
-from .attributes import Attributes
-from .directory import inspect
-from .errors import DirectoryError, KaokoreError, MetadataError, UsageError
-from .layout import SPLITS
+from ..dataset import metadata as md
+from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
+from ..dataset.attributes import Attributes
+from ..dataset.layout import SPLITS
+from ..errors import DirectoryError, KaokoreError, MetadataError, UsageError
+from ..storage.directory import inspect
 
 TARGETS = (*md.CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
 IMAGE_SIZE = 256  # every image `kaokore download` writes is a 256x256 RGB JPEG

@@ -113,7 +113,7 @@ def get_version(name: str) -> Version:
     UsageError
         No version has that name.
     """
-    from .errors import UsageError
+    from ..errors import UsageError
 
     try:
         return VERSIONS[name]

@@ -19,9 +19,9 @@ from requests.adapters import HTTPAdapter
 from requests.utils import requote_uri
 from urllib3.exceptions import InsecureRequestWarning
 
-from . import defaults
-from ._version import __version__
-from .errors import UsageError
+from .. import defaults
+from .._version import __version__
+from ..errors import UsageError
 
 USER_AGENT = f"kaokore/{__version__} (KaoKore dataset downloader; python-requests/{requests.__version__})"
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # a 256x256 face crop is ~20 KiB; anything near this is not one

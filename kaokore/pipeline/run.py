@@ -18,20 +18,16 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from . import defaults, hints
-from . import metadata as md
-from ._version import __version__
-from .describe import download_command, prepare_description, write_dataset_description
-from .directory import IDENTIFYING_FILES, DatasetDir, inspect, resolve
-from .errors import DirectoryError, UsageError
-from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
-from .layout import any_layout_folders, check_layout
-from .plan import check_selection, make_plan, select
-from .report import Summary, log, note
-from .reuse import open_sources, planner, split_twins, store_twins
-from .safefs import check_dir
-from .session import HttpOptions, make_session
-from .store import (
+from .. import defaults, hints
+from .._version import __version__
+from ..dataset import metadata as md
+from ..dataset.layout import any_layout_folders, check_layout
+from ..dataset.versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
+from ..description.write import download_command, prepare_description, write_dataset_description
+from ..errors import DirectoryError, UsageError
+from ..storage.directory import IDENTIFYING_FILES, DatasetDir, inspect, resolve
+from ..storage.safefs import check_dir
+from ..storage.store import (
     Journal,
     StoreError,
     exclusive,
@@ -46,7 +42,11 @@ from .store import (
     write_root_files,
     write_state,
 )
-from .versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
+from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
+from .plan import check_selection, make_plan, select
+from .report import Summary, log, note
+from .reuse import open_sources, planner, split_twins, store_twins
+from .session import HttpOptions, make_session
 
 METADATA_URL_ENV = "KAOKORE_METADATA_URL"
 FIRST_REQUESTS = 1.0  # seconds a run's first requests have before the description is prepared beside them

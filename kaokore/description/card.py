@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from . import citation
-from . import metadata as md
-from ._version import __version__
-from .attributes import CLASSES as ATTRIBUTE_CLASSES
-from .describe import ATTRIBUTES_CSV, HF_METADATA, Present, hf_folder
+from .._version import __version__
+from ..dataset import citation
+from ..dataset import metadata as md
+from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
+from ..dataset.layout import FLAT_FOLDER, SPLITS, UNLABELED
+from ..storage.safefs import read_file, update_file
+from ..storage.store import ManifestRow
 from .fingerprint import dataset_fingerprint
-from .layout import FLAT_FOLDER, SPLITS, UNLABELED
-from .safefs import read_file, update_file
-from .store import ManifestRow
+from .write import ATTRIBUTES_CSV, HF_METADATA, Present, hf_folder
 
 CARD = "README.md"
 FALLBACK = "README.kaokore.md"

@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import metadata as md
-from .errors import EXIT_OK, MetadataError, NetworkError
-from .iiif import request_key
-from .versions import UPSTREAM_BASE_URL, VERSIONS, Version
+from ..dataset import metadata as md
+from ..dataset.iiif import request_key
+from ..dataset.versions import UPSTREAM_BASE_URL, VERSIONS, Version
+from ..errors import EXIT_OK, MetadataError, NetworkError
 
 URLS = "urls.txt"
 REPOSITORY = "https://github.com/rois-codh/kaokore"
@@ -80,9 +80,9 @@ def read_upstream(folder: str | os.PathLike) -> dict[str, bytes]:
 
 def fetch_upstream(base: str | None, timeout: float) -> dict[str, bytes]:
     """Each version's urls.txt from upstream at its pinned commit (or a mirror), held to its pin."""
-    from .downloader import METADATA_URL_ENV
-    from .fetch import RetryPolicy, get_metadata_file
-    from .session import HttpOptions, make_session
+    from ..pipeline.fetch import RetryPolicy, get_metadata_file
+    from ..pipeline.run import METADATA_URL_ENV
+    from ..pipeline.session import HttpOptions, make_session
 
     base = base or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL
     options, policy = HttpOptions(timeout=timeout), RetryPolicy(retries=1)

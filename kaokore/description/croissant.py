@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from . import citation
-from . import metadata as md
-from ._version import __version__
-from .attributes import CLASSES as ATTRIBUTE_CLASSES
-from .describe import ATTRIBUTES_CSV, Present, attributes_csv
-from .layout import FLAT_FOLDER, SPLITS
-from .safefs import update_file
+from .._version import __version__
+from ..dataset import citation
+from ..dataset import metadata as md
+from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
+from ..dataset.layout import FLAT_FOLDER, SPLITS
+from ..storage.safefs import update_file
+from .write import ATTRIBUTES_CSV, Present, attributes_csv
 
 CROISSANT = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"

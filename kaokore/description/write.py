@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring
 from pathlib import Path
 
-from . import metadata as md
-from ._version import __version__
-from .attributes import ATTRIBUTE_NAMES, export_fields, export_row, field_values
-from .errors import DirectoryError
-from .layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
-from .safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
-from .store import ManifestRow
+from .._version import __version__
+from ..dataset import metadata as md
+from ..dataset.attributes import ATTRIBUTE_NAMES, export_fields, export_row, field_values
+from ..dataset.layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
+from ..errors import DirectoryError
+from ..storage.safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
+from ..storage.store import ManifestRow
 
 HF_METADATA = "metadata.jsonl"  # a name imagefolder looks for; verify and the loaders skip it
 ATTRIBUTES_CSV = "attributes.csv"
@@ -43,7 +43,7 @@ HF_FOLDERS = (*SPLITS, FLAT_FOLDER, UNLABELED)
 # json.dumps(row, ensure_ascii=False, separators=(",", ":")), made once.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # The modules whose code writes the description: a record made by other code is not trusted.
-_WRITERS = ("describe", "card", "croissant", "citation", "attributes")
+_WRITERS = ("description.write", "description.card", "description.croissant", "dataset.citation", "dataset.attributes")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
-from .errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
+from ..errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 from .fetch import Failure
 
 # Diagnostics are logged under "kaokore" (a NullHandler keeps them silent until an application

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import DirectoryError
+from ..errors import DirectoryError
 
 TMP_SUFFIX = ".kaokore-tmp"
 LEADS_OUTSIDE = "a symbolic link leading outside DIR"

@@ -37,9 +37,9 @@ from typing import Protocol
 
 from urllib3.util import Retry
 
-from . import defaults
-from .iiif import page_key
-from .metadata import Item
+from .. import defaults
+from ..dataset.iiif import page_key
+from ..dataset.metadata import Item
 from .placeholders import Holder, Ledger
 from .placeholders import reason as placeholder_reason
 from .session import host_key

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
 
-from .directory import DatasetDir
-from .errors import UsageError
-from .layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
-from .metadata import Item, Metadata, sha256
+from ..dataset.layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
+from ..dataset.metadata import Item, Metadata, sha256
+from ..errors import UsageError
+from ..storage.directory import DatasetDir
+from ..storage.safefs import TreeReader, move_file, read_file, remove_file, remove_folder
+from ..storage.store import DISK_ERRNOS, ManifestRow, PathError, StoreError, write_image
 from .normalize import ImageTooLarge, NotAnImage, normalize_found
 from .placeholders import duplicates
-from .safefs import TreeReader, move_file, read_file, remove_file, remove_folder
-from .store import DISK_ERRNOS, ManifestRow, PathError, StoreError, write_image
 
 CHECK_BATCH = 256  # files per task of the checking threads: few tasks, but every core busy
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+from ..errors import ChecksumError, MetadataError
 from . import versions
 from .attributes import Attributes, check_attributes, field_rows, field_values
 from .attributes import parse_attributes as _parse_attributes
-from .errors import ChecksumError, MetadataError
 from .versions import METADATA_FILES, Version
 
 IMAGE_NAME = re.compile(r"[0-9]{8}\.jpg")

@@ -15,20 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import defaults
-from . import metadata as md
-from .describe import HF_METADATA
-from .directory import open_tree
-from .errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
-from .fingerprint import dataset_fingerprint
-from .layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
-from .lock import refuse_while_held
-from .normalize import has_normalized_header, is_normalized
-from .placeholders import duplicates
-from .plan import select
-from .safefs import TreeReader, scan
-from .store import MANIFEST, ManifestRow
-from .versions import METADATA_FILES, Version, get_version
+from .. import defaults
+from ..dataset import metadata as md
+from ..dataset.layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
+from ..dataset.versions import METADATA_FILES, Version, get_version
+from ..description.fingerprint import dataset_fingerprint
+from ..description.write import HF_METADATA
+from ..errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
+from ..pipeline.normalize import has_normalized_header, is_normalized
+from ..pipeline.placeholders import duplicates
+from ..pipeline.plan import select
+from ..storage.directory import open_tree
+from ..storage.lock import refuse_while_held
+from ..storage.safefs import TreeReader, scan
+from ..storage.store import MANIFEST, ManifestRow
 
 PROBLEMS_SHOWN = 20  # per kind, in the text report
 BATCH = 128  # images per task of the checking threads

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import defaults, hints
-from .directory import Tree, open_tree
-from .errors import EXIT_OK, DirectoryError, UsageError
+from .. import defaults, hints
+from ..dataset.layout import SPLIT_CHOICES, UNLABELED
+from ..errors import EXIT_OK, DirectoryError, UsageError
+from ..storage.directory import Tree, open_tree
+from ..storage.store import atomic_write
 from .info import plural
-from .layout import SPLIT_CHOICES, UNLABELED
-from .store import atomic_write
 
 if TYPE_CHECKING:  # Pillow is imported where a sheet is drawn: every command registers this one
     from PIL import Image, ImageDraw

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .iiif import request_key
+from ..dataset.iiif import request_key
 
 # Distinct requests sharing one SHA-256 that prove a placeholder. Two already do: different
 # crops of scanned paintings differ in some pixel, and a JPEG with one pixel changed is other

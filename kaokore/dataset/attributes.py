@@ -19,7 +19,7 @@ from operator import attrgetter
 from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import MetadataError
+from ..errors import MetadataError
 
 FILENAME = "original_tags.txt"
 LINE = re.compile(r"([0-9]{8})\.jpg:(.*)")

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from . import hints, versions
-from . import metadata as md
-from .errors import DirectoryError, UsageError
-from .layout import DEFAULT_LAYOUT, FLAT_FOLDER, LAYOUTS, SPLITS, TOP_FOLDERS, candidate_paths, image_path
+from .. import hints
+from ..dataset import metadata as md
+from ..dataset import versions
+from ..dataset.layout import DEFAULT_LAYOUT, FLAT_FOLDER, LAYOUTS, SPLITS, TOP_FOLDERS, candidate_paths, image_path
+from ..dataset.versions import DEFAULT_VERSION, METADATA_FILES, Version, get_version
+from ..errors import DirectoryError, UsageError
 from .safefs import read_file, scan_names
 from .store import ManifestRow, read_manifest, read_state
-from .versions import DEFAULT_VERSION, METADATA_FILES, Version, get_version
 
 # The files whose bytes tell one version from another, strongest first: urls.txt decides
 # which image N is; labels.csv and original_tags.txt are what upstream's download.py copies.

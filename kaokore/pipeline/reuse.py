@@ -39,16 +39,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import hints
-from .directory import inspect
-from .errors import DirectoryError, UsageError
-from .iiif import parse, request_key
-from .metadata import Item, sha256
+from .. import hints
+from ..dataset.iiif import parse, request_key
+from ..dataset.metadata import Item, sha256
+from ..errors import DirectoryError, UsageError
+from ..storage.directory import inspect
+from ..storage.safefs import link_file, make_folder, read_file, write_file
+from ..storage.store import DISK_ERRNOS, ManifestRow, StoreError
 from .normalize import is_normalized
 from .placeholders import duplicates
-from .safefs import link_file, make_folder, read_file, write_file
 from .scheduler import Failure
-from .store import DISK_ERRNOS, ManifestRow, StoreError
 
 REUSED = "reused"
 # Sizes whose rendering takes the shape of the region the server really cut: "w,", ",h", "!w,h".

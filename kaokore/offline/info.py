@@ -15,13 +15,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 
-from . import defaults
-from . import metadata as md
-from .directory import Tree, open_tree
-from .errors import EXIT_OK
-from .fingerprint import dataset_fingerprint
-from .layout import SPLITS, UNLABELED
-from .lock import refuse_while_held
+from .. import defaults
+from ..dataset import metadata as md
+from ..dataset.layout import SPLITS, UNLABELED
+from ..description.fingerprint import dataset_fingerprint
+from ..errors import EXIT_OK
+from ..storage.directory import Tree, open_tree
+from ..storage.lock import refuse_while_held
 
 CATEGORIES = md.CATEGORIES
 Table = dict  # split -> class name -> count; a plain dict so it is its own JSON

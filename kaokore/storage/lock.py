@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DirectoryError
+from ..errors import DirectoryError
 from .safefs import open_fd, same_file
 
 LOCK = ".kaokore.lock"

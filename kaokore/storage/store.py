@@ -20,10 +20,11 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from pathlib import Path
 
-from .errors import DirectoryError
-from .layout import LAYOUTS, TOP_FOLDERS
+from ..dataset.layout import LAYOUTS, TOP_FOLDERS
+from ..dataset.metadata import IMAGE_NAME, sha256
+from ..dataset.versions import METADATA_FILES
+from ..errors import DirectoryError
 from .lock import LOCK, exclusive  # noqa: F401 - where callers have always found them
-from .metadata import IMAGE_NAME, sha256
 from .safefs import (
     TMP_SUFFIX,
     check_dir,
@@ -36,7 +37,6 @@ from .safefs import (
     update_file,
     write_file,
 )
-from .versions import METADATA_FILES
 
 MANIFEST = "manifest.csv"
 JOURNAL = "manifest.journal.csv"  # rows of the run in progress; folded into the manifest at its end

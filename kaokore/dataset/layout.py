@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 from .metadata import SPLIT_NAMES, Item
 
 LAYOUTS = ("split", "flat", "gender", "status")

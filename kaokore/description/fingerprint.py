@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .metadata import sha256
-from .store import ManifestRow
+from ..dataset.metadata import sha256
+from ..storage.store import ManifestRow
 
 PREFIX = "sha256:"
 
