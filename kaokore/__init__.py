@@ -17,18 +17,27 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .dataset.versions import VERSIONS, Version
-    from .errors import ChecksumError, DirectoryError, KaokoreError, MetadataError, NetworkError, UsageError
+    from .errors import (
+        ChecksumError,
+        DirectoryError,
+        Interrupted,
+        KaokoreError,
+        MetadataError,
+        NetworkError,
+        RunStopped,
+        UsageError,
+    )
     from .offline.verifier import Problem, VerifyReport, verify
     from .pipeline.fetch import Failure, RetryPolicy
     from .pipeline.report import Summary
-    from .pipeline.run import Interrupted, RunStopped, download
+    from .pipeline.run import download
 
 # Each public name and the module it lives in, imported on first use: `kaokore verify` and
 # `kaokore info` then never load the HTTP stack (requests, urllib3), a tenth of a second.
 _HOMES = {
-    "download": "pipeline.run", "Interrupted": "pipeline.run", "RunStopped": "pipeline.run",
+    "download": "pipeline.run",
     "ChecksumError": "errors", "DirectoryError": "errors", "KaokoreError": "errors", "MetadataError": "errors",
-    "NetworkError": "errors", "UsageError": "errors",
+    "NetworkError": "errors", "UsageError": "errors", "Interrupted": "errors", "RunStopped": "errors",
     "Failure": "pipeline.fetch", "RetryPolicy": "pipeline.fetch",
     "Summary": "pipeline.report",
     "Problem": "offline.verifier", "VerifyReport": "offline.verifier", "verify": "offline.verifier",

@@ -21,7 +21,7 @@ from . import defaults
 from ._version import __version__
 from .dataset.layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .dataset.versions import DEFAULT_VERSION, VERSIONS
-from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError, UsageError
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, KaokoreError, UsageError
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
 DOWNLOAD_DESCRIPTION = """\
@@ -166,7 +166,7 @@ def download_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run_download(kwargs: dict, as_json: bool) -> int:
-    from .pipeline.run import Interrupted, download
+    from .pipeline.run import download  # here, not at the top: `kaokore verify` never loads the HTTP stack
 
     quiet = kwargs.get("quiet", False)
     with _warnings_on_stderr(quiet):

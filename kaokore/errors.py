@@ -1,7 +1,8 @@
 """Errors that end a command with a one-line message and a documented exit status.
 
 Anything raised as a `KaokoreError` is the user's or the input's fault and is
-reported without a traceback; anything else is a bug in kaokore.
+reported without a traceback; anything else is a bug in kaokore. `Interrupted`
+(Ctrl-C) is no error of the input: a `KeyboardInterrupt`, with the summary saved.
 """
 from __future__ import annotations
 
@@ -57,3 +58,38 @@ class DirectoryError(KaokoreError):
 
 class NetworkError(KaokoreError):
     """The metadata could not be fetched, so no download can start."""
+
+
+class RunStopped(DirectoryError):
+    """The disk stopped the run (full, over quota, read-only) after it had begun fetching.
+
+    What landed is in manifest.csv and what failed in failures.csv, as after any run;
+    a rerun once there is room completes it. A `KaokoreError` (exit status 2); the
+    message is the disk's first error.
+
+    Attributes
+    ----------
+    summary : Summary
+        What the run did before the disk stopped it.
+    """
+
+    def __init__(self, error: Exception, summary):
+        super().__init__(str(error))
+        self.summary = summary
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a download, raised after state was saved; carries the summary.
+
+    A `KeyboardInterrupt`, so code that does not catch it stops as on any Ctrl-C.
+    The manifest and failures.csv are saved first, and a rerun resumes the download.
+
+    Attributes
+    ----------
+    summary : Summary
+        What the run did before it was interrupted (``summary.interrupted`` is True).
+    """
+
+    def __init__(self, summary):
+        super().__init__("interrupted")
+        self.summary = summary

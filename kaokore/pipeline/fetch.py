@@ -206,7 +206,8 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
         The manifest rows by image name (the images already in DIR); each image stored is
         added, and an image taken back out as a placeholder (with its file) removed.
     summary : Summary
-        Its counters, `failures` and `hosts_unreachable` are filled in.
+        Its counters, `failures` and `hosts_unreachable` are filled in; `failed` and `not_attempted`
+        are the run's to settle (`bookkeeping.settle`), once its twins are stored too.
     threads, per_host : int
         Requests in flight at most, in all and per host.
     options, policy
@@ -265,8 +266,6 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
         collector.journal.close()
     if collector.fatal is not None:
         raise collector.fatal
-    summary.failed = len(summary.failures)
-    summary.not_attempted = max(len(tasks) - summary.downloaded - (summary.failed - collector.kept_failed), 0)
 
 
 def _start_workers(session: requests.Session, scheduler: HostScheduler, threads: int, options: HttpOptions,
@@ -379,7 +378,6 @@ class _Collector:
         self.fetching = fetching  # the images of this run's tasks
         self.present = present  # those summary.already_present counts
         self.stored_here: set[str] = set()
-        self.kept_failed = 0  # images kept from before this run, taken back out as placeholders
         self._last_flush = time.monotonic()
 
     def stored(self, row: ManifestRow) -> None:
@@ -427,10 +425,8 @@ class _Collector:
         elif failure.image in self.fetching:  # written, and never reported stored
             self.progress.advance(host, ok=False)
             return
-        else:  # kept from an earlier run
-            self.kept_failed += 1
-            if failure.image in self.present:
-                self.summary.already_present -= 1
+        elif failure.image in self.present:  # kept from an earlier run
+            self.summary.already_present -= 1
         self.progress.note(f"took {path} back out of DIR: {failure.error}")
 
 

@@ -23,10 +23,6 @@ A file is taken only when:
 It is hard-linked into DIR where both are on one filesystem, else copied (to a temporary,
 then renamed, like every write); its manifest row says ``reused`` and where it came from.
 The other trees are only read: no lock is taken on them and nothing in them changes.
-
-Within one run, images whose URLs make the same request spelled the same (scheme aside)
-are fetched once (`split_twins`): the first is fetched, the others are stored from its file
-afterwards (`store_twins`) and never reach the scheduler, so they count against no host.
 """
 from __future__ import annotations
 
@@ -36,7 +32,8 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .. import hints
@@ -48,7 +45,6 @@ from ..storage.safefs import link_file, make_folder, read_file, write_file
 from ..storage.store import DISK_ERRNOS, ManifestRow, StoreError
 from .normalize import is_normalized
 from .placeholders import duplicates
-from .scheduler import Failure
 
 REUSED = "reused"
 # Sizes whose rendering takes the shape of the region the server really cut: "w,", ",h", "!w,h".
@@ -198,48 +194,56 @@ def take(root: Path, wanted: Sequence[tuple[Item, str]], kept: Mapping[str, Mani
     if not any(tree.rows for tree in trees):
         return taken  # nothing to take from (a fresh download): no key of the wanted images is needed
     keys = [request_key(item.url) for item, _ in wanted]
-    every = [row for tree in trees for row in tree.rows]
-    # One placeholder anywhere poisons its bytes everywhere: its tree may hold it once, another tree again.
-    shared = {row.sha256 for group in duplicates(every) for row in group}
-    wanted_keys = set(keys)
-    candidates: dict[str, list[tuple[Source, ManifestRow]]] = {}
-    for tree in trees:
-        for row in sorted(tree.rows, key=lambda r: r.image):
-            key = request_key(row.url)
-            if key not in wanted_keys:
-                continue
-            if row.sha256 in shared:
-                taken.placeholders += 1
-                continue
-            candidates.setdefault(key, []).append((tree, row))
+    candidates = _candidates(trees, set(keys), taken)
     jobs = [(item, rel, candidates[key]) for (item, rel), key in zip(wanted, keys) if key in candidates]
     if not jobs:
         return taken
-    _make_folders(root, {rel.rpartition("/")[0] for _, rel, _ in jobs})
+    make_folders(root, {rel.rpartition("/")[0] for _, rel, _ in jobs})
     no_links: set[Path] = set()  # trees a link failed for: copied from, from then on
-
-    def one(job) -> tuple[ManifestRow | None, str, Source | None]:
-        item, rel, found = job
-        seen = set()
-        for tree, row in found:
-            how = _place(tree, row, root, rel, no_links) if proven(item.url, row) else UNPROVEN
-            if how in (LINKED, COPIED):
-                new = ManifestRow(item.name, rel, item.url, row.sha256, row.bytes, row.source_width,
-                                  row.source_height, row.source_mode, row.converted, layout, origin=REUSED,
-                                  source=tree.where(row))
-                return new, how, tree
-            seen.add(how)
-        return None, next(why for why in (DAMAGED, UNREACHABLE, UNPROVEN) if why in seen), None
-
     # Hashing and decoding each file is most of the time; hashlib and Pillow release the GIL.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1, len(jobs))) as pool:
-        results = list(pool.map(one, jobs))
+        results = list(pool.map(partial(_take_one, root, layout, no_links), jobs))
     for row, how, tree in results:
         taken.outcomes[how] += 1
         if row is not None:
             taken.rows.append(row)
             taken.by_source["DIR's own images" if tree.own else str(tree.root)] += 1
     return taken
+
+
+def _candidates(trees: Sequence[Source], keys: set[str], taken: Taken) -> dict[str, list[tuple[Source, ManifestRow]]]:
+    """The rows of `trees` that may serve each of `keys`, in the trees' order; placeholders counted
+    in `taken` and left out. One placeholder anywhere poisons its bytes everywhere: its tree may
+    hold it once, another tree again."""
+    shared = {row.sha256 for group in duplicates([row for tree in trees for row in tree.rows]) for row in group}
+    candidates: dict[str, list[tuple[Source, ManifestRow]]] = {}
+    for tree in trees:
+        for row in sorted(tree.rows, key=lambda r: r.image):
+            key = request_key(row.url)
+            if key not in keys:
+                continue
+            if row.sha256 in shared:
+                taken.placeholders += 1
+                continue
+            candidates.setdefault(key, []).append((tree, row))
+    return candidates
+
+
+def _take_one(root: Path, layout: str, no_links: set[Path],
+              job: tuple[Item, str, list[tuple[Source, ManifestRow]]]) -> tuple[ManifestRow | None, str, Source | None]:
+    """The first of an image's candidates that proves itself and can be placed: its new row, how it
+    was placed, and its tree; else no row, and why (the worst reason met)."""
+    item, rel, found = job
+    seen = set()
+    for tree, row in found:
+        how = place(tree, row, root, rel, no_links) if proven(item.url, row) else UNPROVEN
+        if how in (LINKED, COPIED):
+            new = ManifestRow(item.name, rel, item.url, row.sha256, row.bytes, row.source_width,
+                              row.source_height, row.source_mode, row.converted, layout, origin=REUSED,
+                              source=tree.where(row))
+            return new, how, tree
+        seen.add(how)
+    return None, next(why for why in (DAMAGED, UNREACHABLE, UNPROVEN) if why in seen), None
 
 
 def proven(url: str, row: ManifestRow) -> bool:
@@ -259,7 +263,7 @@ def proven(url: str, row: ManifestRow) -> bool:
     return (row.source_width, row.source_height) == (int(match.group(1)), int(match.group(2)))
 
 
-def _place(tree: Source, row: ManifestRow, root: Path, rel: str, no_links: set[Path]) -> str:
+def place(tree: Source, row: ManifestRow, root: Path, rel: str, no_links: set[Path]) -> str:
     """Put `tree`'s file of `row` at `rel` under DIR, if its bytes are the row's: how it went."""
     def accept(data: bytes) -> bool:
         return len(data) == row.bytes and sha256(data) == row.sha256 and is_normalized(data)
@@ -291,7 +295,7 @@ def _stop_if_disk(exc: OSError, root: Path, rel: str) -> None:
         raise StoreError(f"cannot write {str(root / rel)!r}: {exc.strerror or exc}") from None
 
 
-def _make_folders(root: Path, folders: Iterable[str]) -> None:
+def make_folders(root: Path, folders: Iterable[str]) -> None:
     for folder in sorted(folders):
         try:
             make_folder(root, folder)
@@ -311,73 +315,3 @@ def planner(root: Path, sources: Sequence[Source], layout: str,
             note(f"nothing to reuse for these images in {', '.join(str(s.root) for s in sources)}")
         return taken.rows
     return reuse
-
-
-# -- the same request twice in one run ------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Twin:
-    """An image whose URL makes the same request as an earlier one of the run (`primary`), spelled
-    the same: stored from the primary's file once it has landed, never requested."""
-
-    item: Item
-    rel: str
-    primary: Item
-
-
-def split_twins(todo: Sequence[tuple[Item, str]]) -> tuple[list[tuple[Item, str]], list[Twin]]:
-    """What to fetch, and the twins of it that wait for their primary."""
-    first: dict[tuple[str, str], Item] = {}
-    fetch, twins = [], []
-    for item, rel in todo:
-        request = parse(item.url)
-        # The key and the size as written: the same size spelling is the same rendering (see `proven`).
-        spelled = (request_key(item.url), request.size if request is not None else "")
-        primary = first.setdefault(spelled, item)
-        if primary is item:
-            fetch.append((item, rel))
-        else:
-            twins.append(Twin(item, rel, primary))
-    return fetch, twins
-
-
-@dataclass
-class TwinsStored:
-    rows: list[ManifestRow] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    not_attempted: int = 0
-
-
-def store_twins(root: Path, twins: Sequence[Twin], rows: Mapping[str, ManifestRow],
-                failures: Sequence[Failure], layout: str) -> TwinsStored:
-    """Store each twin from its primary's file, now that the fetching is over; a twin whose primary
-    failed fails with it, one whose primary was never tried is not attempted either.
-
-    Raises
-    ------
-    StoreError
-        DIR's disk cannot take more.
-    """
-    out = TwinsStored()
-    failed = {f.image: f for f in failures}
-    own = Source(root, (), own=True)
-    _make_folders(root, {twin.rel.rpartition("/")[0] for twin in twins})
-    for twin in twins:
-        primary = rows.get(twin.primary.name)
-        if primary is not None and primary.url == twin.primary.url:
-            how = _place(own, primary, root, twin.rel, set())
-            if how in (LINKED, COPIED):
-                out.rows.append(replace(primary, image=twin.item.name, path=twin.rel, url=twin.item.url,
-                                        layout=layout, origin=REUSED, source=own.where(primary)))
-            else:
-                out.failures.append(Failure(twin.item.name, twin.item.url,
-                                            f"cannot store it from {primary.path}, the same request ({how}); "
-                                            "a rerun fetches it", 0))
-        elif twin.primary.name in failed:
-            error = failed[twin.primary.name].error
-            out.failures.append(Failure(twin.item.name, twin.item.url,
-                                        f"{error} (the same request as {twin.primary.name}, which failed: "
-                                        "not asked twice)", 0))
-        else:
-            out.not_attempted += 1
-    return out
