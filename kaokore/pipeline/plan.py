@@ -29,6 +29,9 @@ from .normalize import ImageTooLarge, NotAnImage, normalize_found
 from .placeholders import duplicates
 
 CHECK_BATCH = 256  # files per task of the checking threads: few tasks, but every core busy
+Record = Callable[[ManifestRow], None]  # receives each row as soon as it is final (the run's journal)
+# Given the images left to fetch (with their paths) and the rows kept: the rows of those it stored.
+Reuse = Callable[[list[tuple[Item, str]], dict[str, ManifestRow]], list[ManifestRow]]
 
 
 @dataclass
@@ -76,9 +79,7 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
 
 def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequence[Item],
               force: bool = False, adopt: bool = False, note: Callable[[str], None] | None = None,
-              record: Callable[[ManifestRow], None] | None = None,
-              reuse: Callable[[list[tuple[Item, str]], dict[str, ManifestRow]], list[ManifestRow]] | None = None
-              ) -> Plan:
+              record: Record | None = None, reuse: Reuse | None = None) -> Plan:
     """Bring what DIR holds into `layout` and list what is left to fetch.
 
     `adopt` says whether a file with no manifest row may be kept as the image of its
@@ -91,27 +92,38 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
     rows kept; it stores what it can from files of the same requests and returns their rows,
     which `record` receives too. Those images are not fetched.
     """
-    root = d.root
     plan = Plan()
-    selected = {item.index for item in selection}
     plan.unavailable = sum(1 for item in selection if not item.url)
     plan.total = len(selection) - plan.unavailable
-    classes = metadata.classes
-    unknown: list[tuple[Item, str]] = []  # files with no row, to adopt or replace
-    recorded: list[tuple[Item, str, ManifestRow]] = []  # files with a row, to check against it
+    unknown, recorded = _bring_into_layout(d, metadata, layout, plan)
+    _keep_checked(d.root, recorded, layout, {item.index for item in selection}, plan)
+    _keep_adopted(d.root, unknown, layout, adopt, record, note, plan)
+    _drop_placeholders(d.root, plan, note)
+    _list_fetch(metadata, layout, selection, force, reuse, record, plan)
+    if plan.relocated:
+        _remove_empty_folders(d.root, layout, metadata.classes)
+    return plan
+
+
+def _bring_into_layout(d: DatasetDir, metadata: Metadata, layout: str, plan: Plan
+                       ) -> tuple[list[tuple[Item, str]], list[tuple[Item, str, ManifestRow]]]:
+    """Move each image DIR holds to its place in `layout`, and sort them for checking: those with no
+    manifest row, to adopt or replace, and those with one, to check against it. An image whose row
+    names another URL (the metadata changed) is deleted: never kept under this name."""
+    unknown: list[tuple[Item, str]] = []
+    recorded: list[tuple[Item, str, ManifestRow]] = []
     for item in metadata.downloadable:
-        found = d.locate(item, classes, layout)
+        found = d.locate(item, metadata.classes, layout)
         if found is None:
             continue
-        target = image_path(item, layout, classes)
+        target = image_path(item, layout, metadata.classes)
         row = found.row
         if row is not None and row.url != item.url:
-            # The file is the image of another URL (the metadata changed): never keep it under this name.
-            _discard(root, found.rel)
+            _discard(d.root, found.rel)
             plan.damaged.append(item.name)
             continue
         if found.rel != target:
-            if not _move(root, found.rel, target):
+            if not _move(d.root, found.rel, target):
                 # This path alone cannot take the image (a folder squats it): the file stays where it
                 # was, and the image is fetched to its place in this layout, where it fails by itself.
                 continue
@@ -120,6 +132,12 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             unknown.append((item, target))
         else:
             recorded.append((item, target, row))
+    return unknown, recorded
+
+
+def _keep_checked(root: Path, recorded: list[tuple[Item, str, ManifestRow]], layout: str, selected: set[int],
+                  plan: Plan) -> None:
+    """Keep the files that match their manifest rows; delete the others that are selected."""
     for (item, target, _), good in zip(recorded, _check_all(root, recorded, layout)):
         if good is not None:
             plan.rows[item.name] = good
@@ -128,6 +146,11 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             _discard(root, target)
             plan.damaged.append(item.name)
         # A damaged image with a row outside the selection is left for `verify` to report.
+
+
+def _keep_adopted(root: Path, unknown: list[tuple[Item, str]], layout: str, adopt: bool,
+                  record: Record | None, note: Callable[[str], None] | None, plan: Plan) -> None:
+    """Keep the files with no manifest row that `adopt` allows and that are images; delete the others."""
     if adopt and len(unknown) > 100 and note is not None:
         note(f"reading {len(unknown)} images in {root} that have no manifest row (once)")
     adopted = _adopt_all(root, unknown, layout, record) if adopt else repeat(None)
@@ -140,9 +163,13 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
             # Not known to be this version's image N, or not an image: it must not stay under this name.
             _discard(root, target)
             plan.damaged.append(item.name)
-    _drop_placeholders(root, plan, note)
+
+
+def _list_fetch(metadata: Metadata, layout: str, selection: Sequence[Item], force: bool, reuse: Reuse | None,
+                record: Record | None, plan: Plan) -> None:
+    """What is left to fetch of the selection, once `reuse` has stored what it could."""
     if reuse is not None:
-        wanted = [(item, image_path(item, layout, classes)) for item in selection
+        wanted = [(item, image_path(item, layout, metadata.classes)) for item in selection
                   if item.url and (force or item.name not in plan.rows)]
         for row in reuse(wanted, plan.rows):
             plan.rows[row.image] = row
@@ -156,10 +183,7 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
         if item.name in plan.rows and not force:
             plan.already_present += 1
         else:
-            plan.fetch.append((item, image_path(item, layout, classes)))
-    if plan.relocated:
-        _remove_empty_folders(root, layout, classes)
-    return plan
+            plan.fetch.append((item, image_path(item, layout, metadata.classes)))
 
 
 def _drop_placeholders(root: Path, plan: Plan, note: Callable[[str], None] | None) -> None:
@@ -179,7 +203,7 @@ def _drop_placeholders(root: Path, plan: Plan, note: Callable[[str], None] | Non
 
 
 def _adopt_all(root: Path, unknown: list[tuple[Item, str]], layout: str,
-               record: Callable[[ManifestRow], None] | None) -> list[ManifestRow | None]:
+               record: Record | None) -> list[ManifestRow | None]:
     """Adopt files in parallel: a whole upstream tree is ~10,000 decodes and ~2,000 re-encodes,
     and Pillow releases the GIL while it decodes and encodes."""
     lock = threading.Lock()
