@@ -144,13 +144,16 @@ def download(
     with exclusive(options.root), make_session(options.http, options.per_host) as session:
         opened = open_dir(options, session, custom_files)
         summary = Summary(dir=str(options.root), dataset_version=opened.version.name, layout=opened.layout)
+        # What the description takes from the metadata alone is made on a thread while the images
+        # download: from now when DIR lacks some of its images (the plan's hashing leaves the CPU
+        # time), else once the first requests are out.
         with _Preparation(opened.meta, opened.layout) as preparation:
             if 0 < len(opened.found.image_files) < len(opened.meta.downloadable):
-                preparation.start(delay=0.0)  # the plan's hashing of DIR's images leaves the CPU time
+                preparation.start(delay=0.0)
             selection = select(opened.meta.items, options.splits, options.limit)
             plan, state = _plan(options, opened, selection, sources, summary)
             if plan.fetch:
-                preparation.start(delay=FIRST_REQUESTS)  # once the first requests are out
+                preparation.start(delay=FIRST_REQUESTS)
             rows = dict(plan.rows)
             try:
                 stopped = _fetch(options, session, opened.layout, plan, selection, rows, summary)
