@@ -1,7 +1,6 @@
 """Retries, faults and dead hosts against loopback IIIF hosts: what arrives, what is requested, what is reported."""
 from __future__ import annotations
 
-import csv
 import io
 import socket
 from collections import Counter
@@ -10,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import image_files, make_synthetic, run_cli
+from helpers import failures, image_files, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
@@ -20,13 +19,6 @@ from kaokore.pipeline.fetch import RetryPolicy, _transient, make_task
 from kaokore.pipeline.session import host_key
 
 FAST = RetryPolicy(backoff_factor=0.01)
-
-
-def failures(root: Path) -> dict[str, dict]:
-    path = root / "failures.csv"
-    if not path.exists():
-        return {}
-    return {r["image"]: r for r in csv.DictReader(open(path, newline=""))}
 
 
 def assert_server_bytes(srv, root: Path, urls: dict[int, str], indices) -> None:

@@ -1,22 +1,16 @@
 """The manifest, `kaokore verify`, repair of damaged trees, and layout switching without the network."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers import image_files, jpeg_info, run_cli
+from helpers import image_files, jpeg_info, manifest, run_cli
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / "manifest.csv", newline="") as f:
-        return {row["image"]: row for row in csv.DictReader(f)}
 
 
 @pytest.fixture

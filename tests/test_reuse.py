@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import manifest, run_cli
 from iiif_server import FakeIIIF, Fault
 from synthetic import default_label, metadata_files, write_files
 
@@ -131,11 +131,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 content = ("file", path.read_bytes())
             out[str(path.relative_to(root))] = (*content, st.st_mtime_ns)
     return out
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / "manifest.csv", newline="", encoding="utf-8") as f:
-        return {r["image"]: r for r in csv.DictReader(f)}
 
 
 def name(i: int) -> str:
