@@ -70,6 +70,20 @@ def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, 
     return Synthetic(files, urls, labels, meta_dir)
 
 
+def one_bad_page(srv: FakeIIIF, root: Path, page: str, fault, bad=range(40, 70), n: int = 120) -> Synthetic:
+    """n faces on host 0, each from a page of its own but for those in `bad`, which are all cut
+    from `page`, and every crop of `page` answers with `fault`."""
+    synth = make_synthetic(srv, root, n=n, blank=(), unlabeled=())
+    urls = {}
+    for i in range(n):
+        urls[i] = srv.url(0, page if i in bad else f"book0/page{i}.tif", region=f"{10 * i},{20 + i},300,300")
+        if i in bad:
+            srv.inject(urls[i], fault)
+    synth.urls = urls
+    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(n)).encode())
+    return synth
+
+
 def _csv_rows(path: Path) -> list[dict]:
     """The rows of one of DIR's CSV reports; none when the file is absent (a run with nothing to report)."""
     if not path.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import failure_errors, image_files, make_synthetic
+from helpers import failure_errors, image_files, make_synthetic, one_bad_page
 from iiif_server import FakeIIIF, Fault
 
 import kaokore
@@ -176,15 +176,9 @@ def test_a_host_the_proxy_cannot_reach_is_named_as_such_and_given_up(pki, tmp_pa
 def test_one_broken_page_on_a_live_host_fails_its_faces_not_the_host(srv, tmp_path):
     """30 faces in a row cut from one page whose source is broken (500 for every crop): those
     faces fail, the host is not given up, and every other image of the host arrives."""
-    synth = make_synthetic(srv, tmp_path, n=120, blank=(), unlabeled=())
     broken = range(40, 70)
-    urls = {}
-    for i in range(120):
-        page = "book0/broken.tif" if i in broken else f"book0/page{i}.tif"
-        urls[i] = srv.url(0, page, region=f"{10 * i},{20 + i},300,300")
-        if i in broken:
-            srv.inject(urls[i], Fault.S500)
-    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(120)).encode())
+    synth = one_bad_page(srv, tmp_path, "book0/broken.tif", Fault.S500, broken)
+    urls = synth.urls
     root = tmp_path / "data"
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
     assert summary.exit_status == EXIT_INCOMPLETE

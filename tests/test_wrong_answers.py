@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import failure_errors, image_files, make_synthetic, manifest, run_cli
+from helpers import failure_errors, image_files, make_synthetic, manifest, one_bad_page, run_cli
 from iiif_server import FakeIIIF, Fault
 
 import kaokore
@@ -226,15 +226,9 @@ def test_a_single_404_among_good_images_fails_that_image_alone(srv, tmp_path):
 
 def test_a_moved_page_of_404s_on_a_live_host_fails_its_faces_not_the_host(srv, tmp_path):
     """30 faces in a row cut from one page whose URL moved: they fail, the host's other pages arrive."""
-    synth = make_synthetic(srv, tmp_path, n=120, blank=(), unlabeled=())
     moved = range(40, 70)
-    urls = {}
-    for i in range(120):
-        page = "book0/moved.tif" if i in moved else f"book0/page{i}.tif"
-        urls[i] = srv.url(0, page, region=f"{10 * i},{20 + i},300,300")
-        if i in moved:
-            srv.inject(urls[i], Fault.S404)
-    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(120)).encode())
+    synth = one_bad_page(srv, tmp_path, "book0/moved.tif", Fault.S404, moved)
+    urls = synth.urls
     root = tmp_path / "data"
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
     assert summary.hosts_unreachable == []
