@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .dataset.versions import VERSIONS, Version
     from .errors import ChecksumError, DirectoryError, KaokoreError, MetadataError, NetworkError, UsageError
     from .offline.verifier import Problem, VerifyReport, verify
-    from .pipeline.fetch import Failure, RetryPolicy
+    from .pipeline.records import Failure, RetryPolicy
     from .pipeline.report import Summary
     from .pipeline.run import Interrupted, RunStopped, download
 
@@ -29,7 +29,7 @@ _HOMES = {
     "download": "pipeline.run", "Interrupted": "pipeline.run", "RunStopped": "pipeline.run",
     "ChecksumError": "errors", "DirectoryError": "errors", "KaokoreError": "errors", "MetadataError": "errors",
     "NetworkError": "errors", "UsageError": "errors",
-    "Failure": "pipeline.fetch", "RetryPolicy": "pipeline.fetch",
+    "Failure": "pipeline.records", "RetryPolicy": "pipeline.records",
     "Summary": "pipeline.report",
     "Problem": "offline.verifier", "VerifyReport": "offline.verifier", "verify": "offline.verifier",
     "VERSIONS": "dataset.versions", "Version": "dataset.versions",

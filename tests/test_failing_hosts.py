@@ -13,7 +13,7 @@ from iiif_server import FakeIIIF, Fault
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
 
 N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200

@@ -15,7 +15,9 @@ from iiif_server import Fault
 import kaokore
 from kaokore.dataset.metadata import Item
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.pipeline.fetch import RetryPolicy, _transient, make_task
+from kaokore.pipeline.attempt import _transient
+from kaokore.pipeline.fetch import make_task
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
 
 FAST = RetryPolicy(backoff_factor=0.01)
@@ -76,7 +78,7 @@ def test_a_503_asking_for_an_hour_is_waited_60_s_by_the_image_and_its_host(tmp_p
     is a stand-in, so nobody waits the minute."""
     from iiif_server import FakeIIIF
 
-    from kaokore.pipeline.fetch import attempt
+    from kaokore.pipeline.attempt import attempt
     from kaokore.pipeline.scheduler import HostScheduler
     from kaokore.pipeline.session import HttpOptions, make_session
 

@@ -30,7 +30,7 @@ import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from kaokore.offline.info import dataset_info
 from kaokore.offline.overlap import Overlap, overlaps
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.reuse import proven
 from kaokore.storage.store import ManifestRow
 

@@ -15,7 +15,7 @@ from iiif_server import FakeIIIF, Fault
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
 from kaokore.storage.store import Journal, ManifestRow, write_manifest
 

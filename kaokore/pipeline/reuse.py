@@ -48,7 +48,7 @@ from ..storage.safefs import link_file, make_folder, read_file, write_file
 from ..storage.store import DISK_ERRNOS, ManifestRow, StoreError
 from .normalize import is_normalized
 from .placeholders import duplicates
-from .scheduler import Failure
+from .records import Failure
 
 REUSED = "reused"
 # Sizes whose rendering takes the shape of the region the server really cut: "w,", ",h", "!w,h".

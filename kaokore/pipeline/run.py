@@ -42,8 +42,9 @@ from ..storage.store import (
     write_root_files,
     write_state,
 )
-from .fetch import Failure, RetryPolicy, fetch_images, get_metadata_file
+from .fetch import fetch_images, get_metadata_file
 from .plan import check_selection, make_plan, select
+from .records import Failure, RetryPolicy
 from .report import Summary, log, note
 from .reuse import open_sources, planner, split_twins, store_twins
 from .session import HttpOptions, make_session
