@@ -26,8 +26,10 @@ from urllib3.util import Retry
 
 from ..dataset.metadata import Item, sha256
 from ..errors import NetworkError
-from ..storage.safefs import remove_file
-from ..storage.store import Journal, ManifestRow, PathError, StoreError, write_image
+from ..storage.manifest import Journal
+from ..storage.records import ManifestRow
+from ..storage.safewrite import remove_file
+from ..storage.store import PathError, StoreError, write_image
 from .normalize import ImageTooLarge, NotAnImage, normalize
 from .scheduler import (
     HOST_UNREACHABLE,
@@ -125,11 +127,7 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
         write_image(task.path, task.rel_path, image.data)
     except PathError as exc:
         return Attempt(error=str(exc))  # a folder squats this image's path, say: it alone fails
-    row = ManifestRow(
-        image=task.item.name, path=task.rel_path, url=url, sha256=digest,
-        bytes=len(image.data), source_width=image.source_width, source_height=image.source_height,
-        source_mode=image.source_mode, converted=image.converted, layout=layout,
-    )
+    row = ManifestRow.of(task.item, task.rel_path, layout, image, digest, len(image.data))
     return Attempt(row=row, digest=digest)
 
 
