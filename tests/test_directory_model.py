@@ -25,7 +25,8 @@ from synthetic import default_label, metadata_files, write_files
 import kaokore
 from kaokore.dataset.versions import Version
 from kaokore.errors import UsageError
-from kaokore.storage.directory import inspect, resolve
+from kaokore.storage.directory import inspect
+from kaokore.storage.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM_COPIES = ("labels.csv", "labels.metadata.en.txt", "labels.metadata.ja.txt", "original_tags.txt")

@@ -32,7 +32,7 @@ from kaokore.offline.info import dataset_info
 from kaokore.offline.overlap import Overlap, overlaps
 from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.reuse import proven
-from kaokore.storage.store import ManifestRow
+from kaokore.storage.records import ManifestRow
 
 trustme = pytest.importorskip("trustme")
 
@@ -485,7 +485,7 @@ def test_versions_overlap_offline_fails_in_one_line(capsys):
 
 
 def test_link_file_never_follows_a_link_out_of_the_other_tree_nor_one_in_dir(tmp_path):
-    from kaokore.storage.safefs import link_file
+    from kaokore.storage.safewrite import link_file
 
     other, root, outside = tmp_path / "other", tmp_path / "dir", tmp_path / "outside"
     for folder in (other / "train", root / "train", outside):

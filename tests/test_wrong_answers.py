@@ -17,7 +17,8 @@ import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
 from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
-from kaokore.storage.store import Journal, ManifestRow, write_manifest
+from kaokore.storage.manifest import Journal, write_manifest
+from kaokore.storage.records import ManifestRow
 
 N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200
 FAILING = 0

@@ -17,8 +17,9 @@ from ..dataset import citation
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
 from ..dataset.layout import FLAT_FOLDER, SPLITS, UNLABELED
-from ..storage.safefs import read_file, update_file
-from ..storage.store import ManifestRow
+from ..storage.records import ManifestRow
+from ..storage.safefs import read_file
+from ..storage.safewrite import update_file
 from .fingerprint import dataset_fingerprint
 from .write import ATTRIBUTES_CSV, HF_METADATA, Present, hf_folder
 

@@ -24,7 +24,7 @@ from ..dataset import citation
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
 from ..dataset.layout import FLAT_FOLDER, SPLITS
-from ..storage.safefs import update_file
+from ..storage.safewrite import update_file
 from .write import ATTRIBUTES_CSV, Present, attributes_csv
 
 CROISSANT = "croissant.json"

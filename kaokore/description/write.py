@@ -32,8 +32,9 @@ from ..dataset import metadata as md
 from ..dataset.attributes import ATTRIBUTE_NAMES, export_fields, export_row, field_values
 from ..dataset.layout import FLAT_FOLDER, SPLITS, UNLABELED, image_path, layout_folders
 from ..errors import DirectoryError
-from ..storage.safefs import TreeReader, read_file, remove_file, remove_folder, scan_names, update_file
-from ..storage.store import ManifestRow
+from ..storage.records import ManifestRow
+from ..storage.safefs import TreeReader, read_file, scan_names
+from ..storage.safewrite import remove_file, remove_folder, update_file
 
 HF_METADATA = "metadata.jsonl"  # a name imagefolder looks for; verify and the loaders skip it
 ATTRIBUTES_CSV = "attributes.csv"

@@ -20,8 +20,8 @@ from ..dataset import metadata as md
 from ..dataset.layout import SPLITS, UNLABELED
 from ..description.fingerprint import dataset_fingerprint
 from ..errors import EXIT_OK
-from ..storage.directory import Tree, open_tree
 from ..storage.lock import refuse_while_held
+from ..storage.tree import Tree, open_tree
 
 CATEGORIES = md.CATEGORIES
 Table = dict  # split -> class name -> count; a plain dict so it is its own JSON
@@ -183,7 +183,6 @@ def dataset_info(dir: str | os.PathLike = defaults.DIR) -> DatasetInfo:
 
 def info_from_tree(tree: Tree) -> DatasetInfo:
     meta = tree.meta
-    version, provenance = _identify(tree)
     groups = (*SPLITS, UNLABELED)
     split_expected = Counter({g: 0 for g in groups})
     split_present = Counter({g: 0 for g in groups})
@@ -193,7 +192,8 @@ def info_from_tree(tree: Tree) -> DatasetInfo:
         split_present[group] += item.name in tree.present
     labelled = [item for item in meta.items if item.split is not None]
     return DatasetInfo(
-        dir=str(tree.root), dataset_version=version, layout=tree.layout, metadata=provenance,
+        dir=str(tree.root), dataset_version=tree.version.name if tree.version else "unknown", layout=tree.layout,
+        metadata=tree.dataset_dir.metadata_origin,
         classes={c: list(meta.classes[c]) for c in CATEGORIES},
         expected=len(meta.downloadable), present=len(tree.present),
         split_expected=dict(split_expected), split_present=dict(split_present),
@@ -203,18 +203,6 @@ def info_from_tree(tree: Tree) -> DatasetInfo:
         manifest=_manifest_counts(tree),
         fingerprint=dataset_fingerprint(tree.manifest.values()),
     )
-
-
-def _identify(tree: Tree) -> tuple[str, str]:
-    """The version DIR holds, and whether its metadata is the pinned files, a custom set or altered."""
-    if tree.dir.pinned:
-        return tree.version.name, "pinned"
-    if tree.version is None:
-        # The directory model cannot tell (its files contradict each other or kaokore.json): say so,
-        # as download and verify do, rather than repeat what one of the files claims.
-        return "unknown", "unknown"
-    # Downloaded with --metadata-dir: there is no pin to hold it to, as `verify` also reasons.
-    return tree.version.name, "custom" if tree.state.get("metadata_pinned") is False else "altered"
 
 
 def _table(items: list[md.Item], category: str, classes) -> Table:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from .. import defaults, hints
 from ..dataset.layout import SPLIT_CHOICES, UNLABELED
 from ..errors import EXIT_OK, DirectoryError, UsageError
-from ..storage.directory import Tree, open_tree
 from ..storage.store import atomic_write
+from ..storage.tree import Tree, open_tree
 from .info import plural
 
 if TYPE_CHECKING:  # Pillow is imported where a sheet is drawn: every command registers this one
@@ -134,7 +134,7 @@ def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DE
     Parameters
     ----------
     dir : str or os.PathLike or Tree
-        The dataset directory, or a tree already read by `kaokore.directory.open_tree`.
+        The dataset directory, or a tree already read by `kaokore.storage.tree.open_tree`.
     by : str or None
         "gender" or "status" for one labelled row per class; None or "none" for a mosaic.
     split : str

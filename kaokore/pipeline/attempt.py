@@ -11,7 +11,8 @@ from collections.abc import Callable
 import requests
 
 from ..dataset.metadata import sha256
-from ..storage.store import ManifestRow, PathError, write_image
+from ..storage.records import ManifestRow
+from ..storage.store import PathError, write_image
 from .normalize import ImageTooLarge, NotAnImage, NotDecodable, normalize
 from .records import Attempt, Kind, RetryPolicy, Task, Trouble
 from .session import TLS_HINT, HttpOptions, get_body
@@ -53,11 +54,7 @@ def attempt(session: requests.Session, task: Task, options: HttpOptions, policy:
         write_image(task.path, task.rel_path, image.data)
     except PathError as exc:
         return Attempt(error=str(exc), kind=Kind.PATH)  # a folder squats this image's path, say: it alone fails
-    row = ManifestRow(
-        image=task.item.name, path=task.rel_path, url=task.item.url, sha256=digest,
-        bytes=len(image.data), source_width=image.source_width, source_height=image.source_height,
-        source_mode=image.source_mode, converted=image.converted, layout=layout,
-    )
+    row = ManifestRow.of(task.item, task.rel_path, layout, image, digest, len(image.data))
     return Attempt(row=row, digest=digest)
 
 

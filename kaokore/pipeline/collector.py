@@ -10,8 +10,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..storage.safefs import remove_file
-from ..storage.store import Journal, ManifestRow, StoreError
+from ..storage.manifest import Journal
+from ..storage.records import ManifestRow
+from ..storage.safewrite import remove_file
+from ..storage.store import StoreError
 from .records import Failure
 from .report import Progress, Summary
 from .session import host_key

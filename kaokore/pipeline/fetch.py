@@ -19,7 +19,9 @@ from urllib3.util import Retry
 
 from ..dataset.metadata import Item
 from ..errors import NetworkError
-from ..storage.store import Journal, ManifestRow, StoreError
+from ..storage.manifest import Journal
+from ..storage.records import ManifestRow
+from ..storage.store import StoreError
 from .attempt import attempt
 from .collector import Collector, Fatal, QueueSink, WorkerExited
 from .records import Attempt, Kind, RetryPolicy, Task

@@ -25,22 +25,21 @@ from ..dataset.layout import any_layout_folders, check_layout
 from ..dataset.versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
 from ..description.write import download_command, prepare_description, write_dataset_description
 from ..errors import DirectoryError, UsageError
-from ..storage.directory import IDENTIFYING_FILES, DatasetDir, inspect, resolve
+from ..storage.directory import DatasetDir, inspect
+from ..storage.identify import IDENTIFYING_FILES
+from ..storage.lock import exclusive
+from ..storage.manifest import Journal, read_failures, write_failures, write_manifest, write_state
+from ..storage.records import State
+from ..storage.resolve import resolve
 from ..storage.safefs import check_dir
 from ..storage.store import (
-    Journal,
     StoreError,
-    exclusive,
     prepare_folders,
     prepare_root,
-    read_failures,
     release_space,
     remove_temporaries,
     reserve_space,
-    write_failures,
-    write_manifest,
     write_root_files,
-    write_state,
 )
 from .fetch import fetch_images, get_metadata_file
 from .plan import check_selection, make_plan, select
@@ -219,11 +218,10 @@ def download(
                     journal.close()
                 # Only now: the files are where this layout puts them, so the state may say so. The record of
                 # the description is carried over as it was: it says what the files were made of, not what DIR holds.
-                state = {"dataset_version": version.name, "layout": layout, "metadata_pinned": meta.pinned,
-                         "metadata_sha256": {n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES},
-                         "kaokore": __version__}
                 described = found.state.get("description")
-                write_state(root, **state, **({"description": described} if described is not None else {}))
+                state = State(version.name, layout, meta.pinned,
+                              {n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES}, __version__, described)
+                write_state(root, state)
                 if plan.adopted or plan.relocated or plan.damaged or plan.reused:
                     # A checkpoint before the long part: an adopted file was normalized in place, and a
                     # rerun after a crash must not take the re-encoded bytes for the server's own.
@@ -281,7 +279,7 @@ def download(
                         command=download_command(root, version.name, layout, splits, limit, metadata_dir),
                         prepared=preparation.result() if preparation is not None else None, record=described)
                     if record != described:
-                        write_state(root, **state, description=record)
+                        write_state(root, replace(state, description=record))
                 except (DirectoryError, StoreError) as exc:  # the disk filled up at the last moment: still a summary
                     stopped = StoreError(str(exc))
             _show(summary, started, stream, quiet)
