@@ -27,7 +27,7 @@ def dataset_fingerprint(rows: Iterable[ManifestRow]) -> str:
     Parameters
     ----------
     rows : iterable of ManifestRow
-        The manifest's rows (e.g. ``kaokore.store.read_manifest(root).values()``).
+        The manifest's rows (e.g. ``kaokore.storage.store.read_manifest(root).values()``).
 
     Returns
     -------
