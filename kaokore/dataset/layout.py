@@ -20,10 +20,8 @@ UNLABELED = "unlabeled"
 FLAT_FOLDER = "images_256"  # upstream's folder name, which existing loaders read
 SPLIT_CHOICES = (*SPLITS, UNLABELED)  # what --split selects
 TOP_FOLDERS = (*SPLITS, UNLABELED, FLAT_FOLDER)  # every layout's folders sit in these (class folders one level down)
-# Where any layout may have had a metadata.jsonl: the split folders and the flat folder.
-HF_FOLDERS = (*SPLITS, FLAT_FOLDER, UNLABELED)
-# The split imagefolder makes of a folder's metadata.jsonl: the folder's name, but that it calls
-# dev "validation", and the flat folder, being no split name, "train".
+# Where a metadata.jsonl would be read by imagefolder: every layout's `hf_folders`, and unlabeled/.
+ANY_HF_FOLDERS = (*SPLITS, FLAT_FOLDER, UNLABELED)
 _HF_SPLITS = MappingProxyType({"train": "train", "dev": "validation", "test": "test", FLAT_FOLDER: "train"})
 
 

@@ -24,7 +24,7 @@ from .._version import __version__
 from ..dataset import attributes, citation
 from ..dataset import layout as layouts
 from ..dataset import metadata as md
-from ..dataset.layout import HF_FOLDERS, layout_folders
+from ..dataset.layout import ANY_HF_FOLDERS, layout_folders
 from ..errors import DirectoryError
 from ..storage.safefs import TreeReader, read_file, remove_file, remove_folder, update_file
 from ..storage.store import ManifestRow
@@ -143,7 +143,7 @@ def _unchanged(root: Path, record: Mapping | None, inputs: str) -> bool:
                     return False
             except (OSError, TypeError):
                 return False
-    for folder in HF_FOLDERS:
+    for folder in ANY_HF_FOLDERS:
         rel = f"{folder}/{HF_METADATA}"
         if rel not in files:
             try:
@@ -159,7 +159,7 @@ def _unchanged(root: Path, record: Mapping | None, inputs: str) -> bool:
 def _remove_hf_leftovers(root: Path, meta: md.Metadata, layout: str, written: Mapping[str, bytes]) -> None:
     folders = layout_folders(layout, meta.classes)
     keep = set(folders) | {f.split("/")[0] for f in folders}
-    for folder in HF_FOLDERS:
+    for folder in ANY_HF_FOLDERS:
         if f"{folder}/{HF_METADATA}" in written:
             continue
         # Left by another layout (or by images since removed): imagefolder would read it as a split.
