@@ -66,7 +66,7 @@ class Prepared:
 
     layout: str
     attributes_csv: bytes
-    places: tuple
+    places: tuple[Present, ...]
     lines: Mapping[int, tuple[str, bytes]]
 
 
