@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from .. import defaults
 from ..dataset import metadata as md
-from ..dataset.layout import SPLITS, UNLABELED
+from ..dataset.layout import SPLITS, UNLABELED, split_of, unlabeled_folder
 from ..description.fingerprint import dataset_fingerprint
 from ..errors import EXIT_OK
 from ..storage.lock import refuse_while_held
@@ -187,9 +187,8 @@ def info_from_tree(tree: Tree) -> DatasetInfo:
     split_expected = Counter({g: 0 for g in groups})
     split_present = Counter({g: 0 for g in groups})
     for item in meta.downloadable:
-        group = item.split or UNLABELED
-        split_expected[group] += 1
-        split_present[group] += item.name in tree.present
+        split_expected[split_of(item)] += 1
+        split_present[split_of(item)] += item.name in tree.present
     labelled = [item for item in meta.items if item.split is not None]
     return DatasetInfo(
         dir=str(tree.root), dataset_version=tree.version.name if tree.version else "unknown", layout=tree.layout,
@@ -249,9 +248,8 @@ def format_info(info: DatasetInfo) -> str:
     per_split = "  ".join(f"{g} {info.split_present[g]:,}/{info.split_expected[g]:,}"
                           for g in (*SPLITS, UNLABELED))
     lines.append(f"  by split      {per_split}")
-    where = "images_256/" if info.layout == "flat" else f"{UNLABELED}/"
     lines.append(f"unlabeled       {info.unlabeled_present:,} of {info.unlabeled_expected:,} present "
-                 f"(no gender/status; in {where})")
+                 f"(no gender/status; in {unlabeled_folder(info.layout)}/)")
     if info.no_url:
         lines.append(f"no URL          {plural(info.no_url, 'labelled image')} with a blank URL upstream "
                      "(in the tables below, never downloadable)")

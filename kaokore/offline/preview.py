@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import defaults, hints
-from ..dataset.layout import SPLIT_CHOICES, UNLABELED
+from ..dataset.layout import SPLIT_CHOICES, UNLABELED, split_of
 from ..errors import EXIT_OK, DirectoryError, UsageError
 from ..storage.store import atomic_write
 from ..storage.tree import Tree, open_tree
@@ -177,7 +177,7 @@ def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DE
         _check_range("--rows", rows, 1, MAX_SIDE)
 
     in_split = [item for item in tree.meta.downloadable
-                if item.name in tree.present and (split == "all" or (item.split or UNLABELED) == split)]
+                if item.name in tree.present and (split == "all" or split_of(item) == split)]
     where = "all splits" if split == "all" else split
     if by is None:
         cols_, sheet_rows, notes = cols, *_mosaic_rows(tree, in_split, rows, cols, seed, where)

@@ -20,7 +20,7 @@ from ..dataset import metadata as md
 from ..dataset.layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
 from ..dataset.versions import METADATA_FILES, Version, get_version
 from ..description.fingerprint import dataset_fingerprint
-from ..description.write import HF_METADATA
+from ..description.listing import HF_METADATA
 from ..errors import EXIT_INCOMPLETE, EXIT_OK
 from ..pipeline.normalize import has_normalized_header, is_normalized
 from ..pipeline.placeholders import duplicates

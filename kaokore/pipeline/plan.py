@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
 
-from ..dataset.layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
+from ..dataset.layout import SPLIT_CHOICES, any_layout_folders, image_path, layout_folders, split_of
 from ..dataset.metadata import Item, Metadata, sha256
 from ..errors import UsageError
 from ..storage.directory import DatasetDir
@@ -63,7 +63,7 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
     chosen = list(items)
     if splits:
         wanted = set(splits)
-        chosen = [i for i in chosen if (i.split or UNLABELED) in wanted]
+        chosen = [i for i in chosen if split_of(i) in wanted]
     if limit is not None:
         # The first `limit` images that can be fetched, and the unavailable ones among them.
         kept, fetchable = [], 0

@@ -23,7 +23,8 @@ from .._version import __version__
 from ..dataset import metadata as md
 from ..dataset.layout import any_layout_folders, check_layout
 from ..dataset.versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
-from ..description.write import download_command, prepare_description, write_dataset_description
+from ..description.listing import prepare_description
+from ..description.write import download_command, write_dataset_description
 from ..errors import DirectoryError, UsageError
 from ..storage.directory import DatasetDir, inspect
 from ..storage.identify import IDENTIFYING_FILES

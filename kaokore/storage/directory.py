@@ -21,7 +21,14 @@ from pathlib import Path
 
 from .. import hints
 from ..dataset import metadata as md
-from ..dataset.layout import DEFAULT_LAYOUT, FLAT_FOLDER, LAYOUTS, SPLITS, TOP_FOLDERS, candidate_paths, image_path
+from ..dataset.layout import (
+    FLAT_FOLDER,
+    LAYOUTS,
+    TOP_FOLDERS,
+    candidate_paths,
+    guess_layout,
+    image_path,
+)
 from ..dataset.versions import METADATA_FILES, Version
 from ..errors import DirectoryError, UsageError
 from .identify import IDENTIFYING_FILES, judge_version
@@ -287,22 +294,12 @@ def _scan_images(root: Path) -> set[str]:
 
 
 def _detect_layout(state: Mapping, manifest: Mapping[str, ManifestRow], image_files: frozenset[str]) -> str:
-    """The state file says; failing that the manifest, and failing that where the images are.
-    An images_256/ tree with no state file is upstream's, which is the flat layout."""
+    """The state file says; failing that the manifest, and failing that where the images are."""
     if state.get("layout") in LAYOUTS:
         return state["layout"]
     if manifest:
         return Counter(r.layout for r in manifest.values()).most_common(1)[0][0]
-    folders = Counter(rel.rsplit("/", 1)[0] for rel in image_files)
-    if any(f == FLAT_FOLDER for f in folders):
-        return "flat"
-    # train/male/... or train/noble/...: which category is judged by the class folder names
-    class_folders = {f.split("/")[1] for f in folders if f.count("/") == 1 and f.split("/")[0] in SPLITS}
-    if class_folders & {"male", "female"}:
-        return "gender"
-    if class_folders:
-        return "status"
-    return DEFAULT_LAYOUT
+    return guess_layout(rel.rsplit("/", 1)[0] for rel in image_files)
 
 
 def _reuse_hint(dataset_dir: DatasetDir, requested: str) -> str:
