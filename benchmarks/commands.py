@@ -266,7 +266,8 @@ def build_tree(root: Path, meta_dir: Path) -> int:
     row; returns the number of images. kaokore itself then finishes the tree (see main)."""
     from kaokore.dataset import metadata as md
     from kaokore.dataset.layout import image_path
-    from kaokore.storage.store import ManifestRow, write_manifest
+    from kaokore.storage.manifest import write_manifest
+    from kaokore.storage.records import ManifestRow
 
     files = md.read_local(meta_dir)
     meta = md.parse(files, pinned=False)
@@ -401,7 +402,7 @@ def has_deep(bench: Bench) -> bool:
 
 
 def image_rels(tree: Path) -> list[str]:
-    from kaokore.storage.store import read_manifest
+    from kaokore.storage.manifest import read_manifest
 
     return sorted(row.path for row in read_manifest(tree).values())
 

@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from kaokore.storage.store import read_state
+from kaokore.storage.manifest import read_state
 from kaokore.torch import KaoKore, to_tensor
 
 ARCHS = ("resnet18", "resnet34", "tiny")  # tiny: a two-layer CNN for smoke tests, not for results

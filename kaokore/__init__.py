@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         UsageError,
     )
     from .offline.verifier import Problem, VerifyReport, verify
-    from .pipeline.fetch import Failure, RetryPolicy
+    from .pipeline.records import Failure, RetryPolicy
     from .pipeline.report import Summary
     from .pipeline.run import download
 
@@ -38,7 +38,7 @@ _HOMES = {
     "download": "pipeline.run",
     "ChecksumError": "errors", "DirectoryError": "errors", "KaokoreError": "errors", "MetadataError": "errors",
     "NetworkError": "errors", "UsageError": "errors", "Interrupted": "errors", "RunStopped": "errors",
-    "Failure": "pipeline.fetch", "RetryPolicy": "pipeline.fetch",
+    "Failure": "pipeline.records", "RetryPolicy": "pipeline.records",
     "Summary": "pipeline.report",
     "Problem": "offline.verifier", "VerifyReport": "offline.verifier", "verify": "offline.verifier",
     "VERSIONS": "dataset.versions", "Version": "dataset.versions",

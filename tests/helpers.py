@@ -5,6 +5,7 @@ import from here rather than from conftest, which holds only fixtures and hooks.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -28,8 +29,7 @@ class Synthetic:
     extra: dict = field(default_factory=dict)
 
     def version(self, name: str = "1.0", folder: str = "dataset") -> Version:
-        digests = {n: hashlib.sha256(self.files[n]).hexdigest() for n in METADATA_FILES}
-        return Version(name, folder, len(self.urls), MappingProxyType(digests))
+        return pinned_version(name, folder, len(self.urls), self.files)
 
     def name(self, index: int) -> str:
         return f"{index:08d}.jpg"
@@ -37,6 +37,12 @@ class Synthetic:
     def rewrite(self, filename: str, data: bytes) -> None:
         self.files[filename] = data
         (self.meta_dir / filename).write_bytes(data)
+
+
+def pinned_version(name: str, folder: str, images: int, files: dict[str, bytes]) -> Version:
+    """A registry entry that pins exactly these metadata files, as versions.py pins upstream's."""
+    digests = {n: hashlib.sha256(files[n]).hexdigest() for n in METADATA_FILES}
+    return Version(name, folder, images, MappingProxyType(digests))
 
 
 def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, ...] = (5,),
@@ -62,6 +68,48 @@ def make_synthetic(srv: FakeIIIF, root: Path, n: int = 24, *, blank: tuple[int, 
     for name, data in files.items():
         srv.set_file(f"/meta/dataset/{name}", data)
     return Synthetic(files, urls, labels, meta_dir)
+
+
+def one_bad_page(srv: FakeIIIF, root: Path, page: str, fault, bad=range(40, 70), n: int = 120) -> Synthetic:
+    """n faces on host 0, each from a page of its own but for those in `bad`, which are all cut
+    from `page`, and every crop of `page` answers with `fault`."""
+    synth = make_synthetic(srv, root, n=n, blank=(), unlabeled=())
+    urls = {}
+    for i in range(n):
+        urls[i] = srv.url(0, page if i in bad else f"book0/page{i}.tif", region=f"{10 * i},{20 + i},300,300")
+        if i in bad:
+            srv.inject(urls[i], fault)
+    synth.urls = urls
+    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(n)).encode())
+    return synth
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    """The rows of one of DIR's CSV reports; none when the file is absent (a run with nothing to report)."""
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def manifest(root: Path) -> dict[str, dict]:
+    """DIR's manifest.csv, by image name."""
+    return {row["image"]: row for row in _csv_rows(root / "manifest.csv")}
+
+
+def failure_rows(root: Path) -> list[dict]:
+    """DIR's failures.csv, in its order."""
+    return _csv_rows(root / "failures.csv")
+
+
+def failures(root: Path) -> dict[str, dict]:
+    """DIR's failures.csv, by image name."""
+    return {row["image"]: row for row in failure_rows(root)}
+
+
+def failure_errors(root: Path) -> dict[str, str]:
+    """What failures.csv says went wrong with each image."""
+    return {row["image"]: row["error"] for row in failure_rows(root)}
 
 
 def jpeg_info(path: Path) -> tuple[str, tuple[int, int], str]:

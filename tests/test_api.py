@@ -9,7 +9,7 @@ from helpers import make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 
 QUICK = RetryPolicy(backoff_factor=0.01, host_pause_max=0.1)
 

@@ -16,7 +16,7 @@ import kaokore
 from kaokore import defaults
 from kaokore.cli import build_parser
 from kaokore.errors import EXIT_USAGE
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("download", "verify", "info", "preview", "versions")

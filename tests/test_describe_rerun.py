@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import kaokore
+import kaokore.pipeline.run
 from kaokore.description import write as describe
 
 DESCRIPTION = ("attributes.csv", "croissant.json", "README.md")

@@ -22,9 +22,12 @@ import pytest
 from helpers import image_files, make_synthetic, run_cli
 
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
-from kaokore.storage import safefs, store
+from kaokore.storage import manifest, records, safefs, safewrite, store, walk
 from kaokore.storage.lock import LOCK, Busy, exclusive, is_held
-from kaokore.storage.store import TMP_SUFFIX, Journal, ManifestRow, PathError, StoreError, write_image
+from kaokore.storage.manifest import Journal
+from kaokore.storage.records import ManifestRow
+from kaokore.storage.safewrite import TMP_SUFFIX
+from kaokore.storage.store import PathError, StoreError, write_image
 
 
 def snapshot(top: Path) -> dict[str, bytes | str]:
@@ -137,7 +140,7 @@ def test_a_folder_linked_inside_dir_is_followed(srv, synth, tmp_path, capsys):
 def test_a_hard_linked_journal_is_never_appended_to(tmp_path, outside):
     root = tmp_path / "data"
     root.mkdir()
-    os.link(outside / "thesis.txt", root / store.JOURNAL)
+    os.link(outside / "thesis.txt", root / records.JOURNAL)
     before = snapshot(outside)
     journal = Journal(root)
     journal.append(ManifestRow("00000001.jpg", "train/00000001.jpg", "http://x/1", "0" * 64, 1, 1, 1, "RGB", False,
@@ -145,7 +148,7 @@ def test_a_hard_linked_journal_is_never_appended_to(tmp_path, outside):
     journal.close()
     assert journal.error is None
     assert snapshot(outside) == before
-    assert "00000001.jpg" in (root / store.JOURNAL).read_text()
+    assert "00000001.jpg" in (root / records.JOURNAL).read_text()
 
 
 def test_safefs_never_follows_a_link_swapped_in_after_the_check(tmp_path, outside):
@@ -156,11 +159,11 @@ def test_safefs_never_follows_a_link_swapped_in_after_the_check(tmp_path, outsid
     (root / "train").symlink_to(outside)
     real_root = os.path.realpath(root)
     with pytest.raises(OSError):
-        with safefs._folder(real_root, ["train"]):  # what _resolve would hand over had it looked earlier
+        with walk.real_folder(real_root, ["train"]):  # what _resolve would hand over had it looked earlier
             pass
-    for op in (lambda: safefs.write_file(root, "train/x.jpg", b"x"),
-               lambda: safefs.remove_file(root, "train/thesis.txt"),
-               lambda: safefs.move_file(root, "train/thesis.txt", "dev/thesis.txt"),
+    for op in (lambda: safewrite.write_file(root, "train/x.jpg", b"x"),
+               lambda: safewrite.remove_file(root, "train/thesis.txt"),
+               lambda: safewrite.move_file(root, "train/thesis.txt", "dev/thesis.txt"),
                lambda: safefs.read_file(root, "train/thesis.txt")):
         with pytest.raises(OSError) as info:
             op()
@@ -459,7 +462,7 @@ def test_when_the_manifest_cannot_be_written_either_the_first_error_is_the_one_r
     assert ".jpg" in err.strip().splitlines()[-1] and "manifest.csv" not in err.strip().splitlines()[-1]
     assert json.loads(out)["downloaded"] == 3
     # The journal the run kept holds what landed, so a rerun still skips it.
-    assert len(store.read_manifest(root)) == 3
+    assert len(manifest.read_manifest(root)) == 3
 
 
 def test_a_folder_squatting_one_image_fails_that_image_alone(srv, synth, tmp_path, capsys):
@@ -530,7 +533,7 @@ def _disk_full(monkeypatch) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safefs, "_write_file", full)
+    monkeypatch.setattr(safewrite, "_write_file", full)
 
 
 def test_a_disk_full_before_any_image_still_gives_a_summary_and_json(srv, synth, tmp_path, capsys, monkeypatch):

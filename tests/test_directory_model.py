@@ -7,8 +7,6 @@ registry of those two versions stands in for the pinned one.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import io
 import json
 import shutil
@@ -20,14 +18,15 @@ from types import MappingProxyType
 import pytest
 from PIL import Image
 
-from helpers import jpeg_info, run_cli
+from helpers import jpeg_info, manifest, pinned_version, run_cli
 from iiif_server import Fault
 from synthetic import default_label, metadata_files, write_files
 
 import kaokore
-from kaokore.dataset.versions import METADATA_FILES, Version
+from kaokore.dataset.versions import Version
 from kaokore.errors import UsageError
-from kaokore.storage.directory import inspect, resolve
+from kaokore.storage.directory import inspect
+from kaokore.storage.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM_COPIES = ("labels.csv", "labels.metadata.en.txt", "labels.metadata.ja.txt", "original_tags.txt")
@@ -59,8 +58,7 @@ class TwoVersions:
             write_files(tmp_path / "meta" / folder, files)
             self.files[name] = files
             self.urls[name] = urls
-            digests = {n: hashlib.sha256(files[n]).hexdigest() for n in METADATA_FILES}
-            self.registry[name] = Version(name, folder, len(urls), MappingProxyType(digests))
+            self.registry[name] = pinned_version(name, folder, len(urls), files)
         assert self.files["1.0"]["urls.txt"] != self.files["1.3"]["urls.txt"]
 
     def upstream_tree(self, root: Path, version: str, present, *, labels: bool = True) -> Path:
@@ -95,11 +93,6 @@ def two(srv, tmp_path, monkeypatch):
 
 def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / "manifest.csv", newline="") as f:
-        return {r["image"]: r for r in csv.DictReader(f)}
 
 
 # ---- upstream trees are completed in place ---------------------------------------------------------

@@ -17,7 +17,7 @@ from synthetic import expected_attributes
 import kaokore
 from kaokore.description.card import MARKER
 from kaokore.description.fingerprint import dataset_fingerprint
-from kaokore.storage.store import read_manifest
+from kaokore.storage.manifest import read_manifest
 
 LAYOUTS = ["split", "flat", "gender", "status"]
 HF_SPLIT = {"train": "train", "dev": "validation", "test": "test"}

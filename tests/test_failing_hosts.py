@@ -2,19 +2,18 @@
 a flaky host that works most of the time loses nothing. Loopback hosts only."""
 from __future__ import annotations
 
-import csv
 import io
 import ssl
 from pathlib import Path
 
 import pytest
 
-from helpers import image_files, make_synthetic
+from helpers import failure_errors, image_files, make_synthetic, one_bad_page
 from iiif_server import FakeIIIF, Fault
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
 
 N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200
@@ -29,11 +28,6 @@ THROUGH_A_PROXY = 11
 DELIVERED = 16
 
 
-def failures(root: Path) -> dict[str, str]:
-    with open(root / "failures.csv", newline="", encoding="utf-8") as f:
-        return {r["image"]: r["error"] for r in csv.DictReader(f)}
-
-
 def image_requests(srv: FakeIIIF, host: int) -> int:
     return sum(1 for h, path in srv.request_log if h == host and path.startswith("/iiif/"))
 
@@ -41,7 +35,7 @@ def image_requests(srv: FakeIIIF, host: int) -> int:
 def assert_only_the_failing_host_lost(srv, synth, root: Path, summary, failing: int, reason: str) -> None:
     assert summary.exit_status == EXIT_INCOMPLETE
     lost = sorted(synth.name(i) for i in synth.urls if i % 3 == failing)
-    failed = failures(root)
+    failed = failure_errors(root)
     assert sorted(failed) == lost  # every image of that host is named, and nothing else
     assert all(reason in error for error in failed.values()), set(failed.values())
     files = image_files(root)
@@ -83,7 +77,7 @@ def test_with_no_retries_a_failing_host_still_costs_one_run_not_one_request_per_
     root = tmp_path / "data"
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, retries=0, quiet=True)
     assert image_requests(srv, FAILING) == NEVER_DELIVERED
-    assert summary.exit_status == EXIT_INCOMPLETE and len(failures(root)) == N // 3
+    assert summary.exit_status == EXIT_INCOMPLETE and len(failure_errors(root)) == N // 3
 
 
 def test_a_flaky_host_loses_nothing_next_to_a_failing_one_with_default_options(srv, tmp_path):
@@ -133,7 +127,7 @@ def test_a_host_that_delivered_this_run_then_fails_gets_16_failures_in_a_row(srv
         assert DELIVERED <= failed_requests <= DELIVERED + 6
     assert summary.exit_status == EXIT_INCOMPLETE and summary.downloaded == N - N // 3 + 10
     assert summary.hosts_unreachable == [host_key(srv.base_urls[FAILING])]
-    failed = failures(root)
+    failed = failure_errors(root)
     assert len(failed) == N // 3 - 10 and all("HTTP 502 on 16 images in a row" in e for e in failed.values())
     kept = [i for i in synth.urls if i % 3 == FAILING and synth.name(i) not in failed]
     files = image_files(root)
@@ -182,19 +176,13 @@ def test_a_host_the_proxy_cannot_reach_is_named_as_such_and_given_up(pki, tmp_pa
 def test_one_broken_page_on_a_live_host_fails_its_faces_not_the_host(srv, tmp_path):
     """30 faces in a row cut from one page whose source is broken (500 for every crop): those
     faces fail, the host is not given up, and every other image of the host arrives."""
-    synth = make_synthetic(srv, tmp_path, n=120, blank=(), unlabeled=())
     broken = range(40, 70)
-    urls = {}
-    for i in range(120):
-        page = "book0/broken.tif" if i in broken else f"book0/page{i}.tif"
-        urls[i] = srv.url(0, page, region=f"{10 * i},{20 + i},300,300")
-        if i in broken:
-            srv.inject(urls[i], Fault.S500)
-    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(120)).encode())
+    synth = one_bad_page(srv, tmp_path, "book0/broken.tif", Fault.S500, broken)
+    urls = synth.urls
     root = tmp_path / "data"
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
     assert summary.exit_status == EXIT_INCOMPLETE
     # Once only the broken page's retries are left the host may be given up: they are all that fails.
-    assert sorted(failures(root)) == [synth.name(i) for i in broken]
+    assert sorted(failure_errors(root)) == [synth.name(i) for i in broken]
     files = image_files(root)
     assert all(files[synth.name(i)].read_bytes() == srv.expected_bytes(urls[i]) for i in range(120) if i not in broken)

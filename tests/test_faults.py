@@ -1,7 +1,6 @@
 """Retries, faults and dead hosts against loopback IIIF hosts: what arrives, what is requested, what is reported."""
 from __future__ import annotations
 
-import csv
 import io
 import socket
 from collections import Counter
@@ -10,23 +9,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import image_files, make_synthetic, run_cli
+from helpers import failures, image_files, make_synthetic, run_cli
 from iiif_server import Fault
 
 import kaokore
 from kaokore.dataset.metadata import Item
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.pipeline.fetch import RetryPolicy, _transient, make_task
+from kaokore.pipeline.attempt import _transient
+from kaokore.pipeline.fetch import make_task
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
 
 FAST = RetryPolicy(backoff_factor=0.01)
-
-
-def failures(root: Path) -> dict[str, dict]:
-    path = root / "failures.csv"
-    if not path.exists():
-        return {}
-    return {r["image"]: r for r in csv.DictReader(open(path, newline=""))}
 
 
 def assert_server_bytes(srv, root: Path, urls: dict[int, str], indices) -> None:
@@ -84,7 +78,7 @@ def test_a_503_asking_for_an_hour_is_waited_60_s_by_the_image_and_its_host(tmp_p
     is a stand-in, so nobody waits the minute."""
     from iiif_server import FakeIIIF
 
-    from kaokore.pipeline.fetch import attempt
+    from kaokore.pipeline.attempt import attempt
     from kaokore.pipeline.scheduler import HostScheduler
     from kaokore.pipeline.session import HttpOptions, make_session
 

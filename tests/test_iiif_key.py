@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kaokore.dataset.iiif import page_key, parse, request_key
+from kaokore.dataset.iiif import _parse_any, page_key, parse, request_key
 
 # The same Keio face in four versions: 1.0 (http, "256,"), 1.1 (http, "256,256"),
 # 1.2 (https, "256,256") and 1.3 (https, "!200,200": a 200x200 rendering, another image).
@@ -92,3 +92,28 @@ def test_page_key_is_the_iiif_image_a_face_is_cut_from():
     assert page_key(KEIO_10) == page_key(KEIO_13) == "iiif.lib.keio.ac.jp/iipsrv/NRE/110X-445-3-2/tif/2_004.tif"
     assert page_key(KEIO_10) != page_key(KEIO_10.replace("2_004", "2_005"))
     assert page_key("https://example.org/x") == "https://example.org/x"
+
+
+def test_the_quick_reading_of_a_plain_url_agrees_with_the_standard_librarys_on_every_variant():
+    # `parse` cuts a URL of plain characters with str methods; any other goes through urlsplit.
+    # Every variant below of each real form must be read the same both ways (or refused both ways).
+    edits = [
+        ("", ""), ("http://", "HTTP://"), ("https://", "http://"), ("http://", "https://"),
+        (".jp/", ".JP/"), (".jp/", ".jp:80/"), (".jp/", ".jp:443/"), (".jp/", ".jp:8080/"), (".jp/", ".jp:99999/"),
+        (".jp/", ".jp:/"), (".jp/", ".jp:0080/"), ("://", "://user@"), ("://", "://["), (".jp/", ".jp//"),
+        ("/0/default.jpg", "/0/default"), ("/0/default.jpg", "/0/.jpg"), ("/0/default.jpg", "/0/default."),
+        ("/0/default.jpg", "/0/default.jpg?x=1"), ("/0/default.jpg", "/0/default.jpg#f"),
+        ("/0/default.jpg", "/0/gray.png"), ("/0/default.jpg", "/0/default.jpg/"), ("/0/", "//"),
+        ("/0/", "/0 /"), ("/0/", "/0\t/"), ("/0/", "/%30/"), ("tif/", "tif\\"), ("tif/", "t;i@f:/"),
+        ("/256,", "/pct:50"), ("/0/default.jpg", ""), ("://", ":/"), ("://", ":///"),
+    ]
+    reals = [KEIO_10, KEIO_13, CODH_11, KYOTO_13, DUP_12_HTTP]
+    checked = 0
+    for url in reals:
+        for old, new in edits:
+            if old in url:
+                variant = url.replace(old, new, 1)
+                assert parse(variant) == _parse_any(variant), variant
+                checked += 1
+    assert checked >= 100
+    assert parse(KEIO_12.replace(".jp/", ".jp:8080/")).server == "iiif.lib.keio.ac.jp:8080"

@@ -6,7 +6,6 @@ the child, cuts the chosen write halfway and SIGKILLs the process there.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import image_files, jpeg_info, make_synthetic, run_cli
+from helpers import image_files, jpeg_info, make_synthetic, manifest, run_cli
 from iiif_server import FakeIIIF
 
 import kaokore
@@ -77,11 +76,6 @@ def assert_every_image_is_whole(srv, root: Path, synth) -> dict[str, Path]:
 
 def missing_paths(synth, files) -> list[str]:
     return sorted(urlsplit(url).path for i, url in synth.urls.items() if f"{i:08d}.jpg" not in files)
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / "manifest.csv", newline="") as f:
-        return {r["image"]: r for r in csv.DictReader(f)}
 
 
 def rerun_completes_fetching_only_the_rest(srv, synth, root: Path, files, capsys) -> None:

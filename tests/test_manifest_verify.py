@@ -1,22 +1,16 @@
 """The manifest, `kaokore verify`, repair of damaged trees, and layout switching without the network."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from helpers import image_files, jpeg_info, run_cli
+from helpers import image_files, jpeg_info, manifest, run_cli
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / "manifest.csv", newline="") as f:
-        return {row["image"]: row for row in csv.DictReader(f)}
 
 
 @pytest.fixture
@@ -230,7 +224,8 @@ def test_damage_is_reported_in_the_summary(srv, synth, tree):
 
 
 def test_a_torn_journal_line_does_not_swallow_the_next_row(tmp_path):
-    from kaokore.storage.store import Journal, ManifestRow, read_rows
+    from kaokore.storage.manifest import Journal, read_rows
+    from kaokore.storage.records import ManifestRow
 
     row = ManifestRow("00000001.jpg", "train/00000001.jpg", "http://h/1", "a" * 64, 10, 256, 256, "RGB", False, "split")
     journal = Journal(tmp_path)
@@ -255,7 +250,7 @@ def test_hand_edited_state_and_manifest_do_not_crash_verify(synth, tree, capsys)
 
 
 def test_a_second_run_on_the_same_dir_is_refused_while_the_first_holds_it(srv, synth, tree, capsys):
-    from kaokore.storage.store import exclusive
+    from kaokore.storage.lock import exclusive
 
     with exclusive(tree):
         srv.reset_stats()

@@ -15,7 +15,8 @@ from kaokore.dataset import metadata as md
 from kaokore.dataset.layout import image_path
 from kaokore.pipeline.plan import make_plan, select
 from kaokore.storage.directory import inspect
-from kaokore.storage.store import ManifestRow, write_manifest
+from kaokore.storage.manifest import write_manifest
+from kaokore.storage.records import ManifestRow
 
 N = 8
 

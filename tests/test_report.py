@@ -2,7 +2,7 @@
 import io
 import json
 
-from kaokore.pipeline.fetch import Failure
+from kaokore.pipeline.records import Failure
 from kaokore.pipeline.report import Progress, Summary
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_cli
+from helpers import manifest, run_cli
 from iiif_server import FakeIIIF, Fault
 from synthetic import default_label, metadata_files, write_files
 
@@ -30,9 +30,9 @@ import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from kaokore.offline.info import dataset_info
 from kaokore.offline.overlap import Overlap, overlaps
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.reuse import proven
-from kaokore.storage.store import ManifestRow
+from kaokore.storage.records import ManifestRow
 
 trustme = pytest.importorskip("trustme")
 
@@ -131,11 +131,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 content = ("file", path.read_bytes())
             out[str(path.relative_to(root))] = (*content, st.st_mtime_ns)
     return out
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / "manifest.csv", newline="", encoding="utf-8") as f:
-        return {r["image"]: r for r in csv.DictReader(f)}
 
 
 def name(i: int) -> str:
@@ -490,7 +485,7 @@ def test_versions_overlap_offline_fails_in_one_line(capsys):
 
 
 def test_link_file_never_follows_a_link_out_of_the_other_tree_nor_one_in_dir(tmp_path):
-    from kaokore.storage.safefs import link_file
+    from kaokore.storage.safewrite import link_file
 
     other, root, outside = tmp_path / "other", tmp_path / "dir", tmp_path / "outside"
     for folder in (other / "train", root / "train", outside):

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 
 from kaokore.dataset.metadata import Item
-from kaokore.pipeline.scheduler import (
-    HOST_FAILING,
-    HOST_OVERLOADED,
-    HOST_REFUSING,
-    HOST_UNREACHABLE,
-    Attempt,
-    HostScheduler,
-    RetryPolicy,
-    Task,
-    Trouble,
-)
+from kaokore.pipeline.hosts import HOST_FAILING, HOST_OVERLOADED, HOST_REFUSING, HOST_UNREACHABLE
+from kaokore.pipeline.records import Attempt, RetryPolicy, Task, Trouble
+from kaokore.pipeline.scheduler import HostScheduler
 
 POLICY = RetryPolicy()  # the defaults: what a user gets
 

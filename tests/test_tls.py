@@ -7,7 +7,6 @@ are used. Nothing here leaves 127.0.0.1.
 """
 from __future__ import annotations
 
-import csv
 import os
 import ssl
 import subprocess
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import image_files, jpeg_info, make_synthetic, run_cli
+from helpers import failure_rows, image_files, jpeg_info, make_synthetic, run_cli
 from iiif_server import FakeIIIF
 
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
@@ -74,11 +73,6 @@ def assert_complete(srv, synth, out: Path) -> None:
         assert path.read_bytes() == srv.expected_bytes(url)
 
 
-def failures(out: Path) -> list[dict]:
-    with open(out / "failures.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def run_subprocess(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """The real command with its real stderr (warnings included), in a fresh interpreter;
     PYTHONWARNINGS is cleared so an `ignore` in the caller's environment cannot hide a warning."""
@@ -96,7 +90,7 @@ def test_untrusted_image_server_is_refused_naming_both_flags_and_not_hammered(tl
     code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--per-host", "2"))
     assert code == EXIT_INCOMPLETE
     assert not image_files(out)
-    rows = failures(out)
+    rows = failure_rows(out)
     assert sorted(r["image"] for r in rows) == sorted(tls_synth.name(i) for i in tls_synth.urls)
     for row in rows:
         assert all(flag in row["error"] for flag in FLAGS), row
@@ -181,7 +175,7 @@ def test_ca_bundle_and_environment(tls_srv, tls_synth, pki, tmp_path, capsys, mo
     else:
         assert code == EXIT_INCOMPLETE, err
         assert not image_files(out)
-        rows = failures(out)
+        rows = failure_rows(out)
         assert sorted(r["image"] for r in rows) == sorted(tls_synth.name(i) for i in tls_synth.urls)
         assert all("not trusted" in row["error"] for row in rows)
 
@@ -243,7 +237,7 @@ def test_https_proxy_from_environment_tunnels_and_still_verifies(tls_srv, tls_sy
     out = tmp_path / "data"
     code, _, err = run_cli(capsys, *download_args(tls_synth, out, "--per-host", "1"))
     assert code == EXIT_INCOMPLETE, err  # through the tunnel, the certificate is still checked
-    rows = failures(out)
+    rows = failure_rows(out)
     assert len(rows) == len(tls_synth.urls) and all("not trusted" in row["error"] for row in rows)
     tunnels_refused = len(tls_srv.proxy_log)
 

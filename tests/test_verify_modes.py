@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import encode, run_cli
+from helpers import encode, manifest, run_cli
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
@@ -26,14 +26,9 @@ def tree(srv, synth, tmp_path):
     return tmp_path / "data"
 
 
-def rows(root: Path) -> list[dict]:
-    with open(root / "manifest.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def replace_image(root: Path, name: str, data: bytes, *, record: bool) -> str:
     """Write `data` as image `name`; with `record`, rewrite its manifest row to match (as a hand edit would)."""
-    table = rows(root)
+    table = list(manifest(root).values())
     row = next(r for r in table if r["image"] == name)
     (root / row["path"]).write_bytes(data)
     if record:
@@ -51,10 +46,10 @@ def verify(capsys, root: Path, *extra: str) -> tuple[int, dict]:
 
 
 def test_scan_data_damaged_under_a_matching_row_is_found_by_deep_only(tree, capsys):
-    name = sorted(r["image"] for r in rows(tree))[2]
-    good = (tree / next(r["path"] for r in rows(tree) if r["image"] == name)).read_bytes()
+    name = sorted(r["image"] for r in list(manifest(tree).values()))[2]
+    good = (tree / next(r["path"] for r in list(manifest(tree).values()) if r["image"] == name)).read_bytes()
     damaged = good[: len(good) * 2 // 3]  # the header whole, the scan data cut short
-    with Image.open(tree / next(r["path"] for r in rows(tree) if r["image"] == name)) as im:
+    with Image.open(tree / next(r["path"] for r in list(manifest(tree).values()) if r["image"] == name)) as im:
         assert (im.format, im.size, im.mode) == ("JPEG", (256, 256), "RGB")  # the header says nothing wrong
     replace_image(tree, name, damaged, record=False)
 
@@ -73,7 +68,7 @@ def test_scan_data_damaged_under_a_matching_row_is_found_by_deep_only(tree, caps
 @pytest.mark.parametrize("image", [Image.new("RGB", (200, 200), (90, 60, 30)), Image.new("L", (256, 256), 128)],
                          ids=["200x200", "grayscale"])
 def test_a_wrong_size_or_mode_under_a_matching_row_is_found_by_plain_verify(tree, capsys, image):
-    name = sorted(r["image"] for r in rows(tree))[1]
+    name = sorted(r["image"] for r in list(manifest(tree).values()))[1]
     replace_image(tree, name, encode(image), record=True)
     for mode in ((), ("--deep",)):
         code, problems = verify(capsys, tree, *mode)
@@ -81,7 +76,7 @@ def test_a_wrong_size_or_mode_under_a_matching_row_is_found_by_plain_verify(tree
 
 
 def test_an_image_with_no_row_is_decoded_in_full(tree, capsys):
-    table = rows(tree)
+    table = list(manifest(tree).values())
     good, bad = sorted(r["image"] for r in table)[:2]
     path = next(r["path"] for r in table if r["image"] == bad)
     damaged = (tree / path).read_bytes()

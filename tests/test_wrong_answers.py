@@ -4,21 +4,21 @@ number of requests, every image of that host is named in failures.csv with the r
 other hosts deliver everything, and no placeholder stays in DIR. Loopback hosts only."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 from pathlib import Path
 
 import pytest
 
-from helpers import image_files, make_synthetic, run_cli
+from helpers import failure_errors, image_files, make_synthetic, manifest, one_bad_page, run_cli
 from iiif_server import FakeIIIF, Fault
 
 import kaokore
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
-from kaokore.pipeline.fetch import RetryPolicy
+from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
-from kaokore.storage.store import MANIFEST, Journal, ManifestRow, write_manifest
+from kaokore.storage.manifest import Journal, write_manifest
+from kaokore.storage.records import ManifestRow
 
 N = 180  # 60 images per host; make_synthetic's regions stay on their page below 200
 FAILING = 0
@@ -30,16 +30,6 @@ QUICK = RetryPolicy(backoff_factor=0.01, host_pause_max=0.1)
 # other wrong answer halves the host's slots, which are down to one before the 8th.
 AT_MOST = 8 + 3
 STRAINED = 8
-
-
-def failures(root: Path) -> dict[str, str]:
-    with open(root / "failures.csv", newline="", encoding="utf-8") as f:
-        return {r["image"]: r["error"] for r in csv.DictReader(f)}
-
-
-def manifest(root: Path) -> dict[str, dict]:
-    with open(root / MANIFEST, newline="", encoding="utf-8") as f:
-        return {r["image"]: r for r in csv.DictReader(f)}
 
 
 def image_requests(srv: FakeIIIF, host: int) -> int:
@@ -96,7 +86,7 @@ def test_a_host_answering_every_image_wrongly_costs_a_bounded_number_of_requests
     assert asked <= at_most
     assert summary.exit_status == EXIT_INCOMPLETE
     assert summary.hosts_unreachable == [host_key(srv.base_urls[FAILING])]
-    failed = failures(root)
+    failed = failure_errors(root)
     assert sorted(failed) == sorted(synth.name(i) for i in synth.urls if i % 3 == FAILING)
     # The images it answered say what came back; the others (and the one that tipped the verdict)
     # why the host was given up.
@@ -122,7 +112,7 @@ def test_a_host_sending_one_placeholder_for_every_face_leaves_no_trace_of_it(srv
     assert not any(r["sha256"] == placeholder for r in manifest(root).values())
     assert sorted(manifest(root)) == sorted(synth.name(i) for i in synth.urls if i % 3 != FAILING)
     # The images that were answered with it say so; the others, that their host was given up for it.
-    failed = failures(root)
+    failed = failure_errors(root)
     host = host_key(srv.base_urls[FAILING])
     answered = {image: error for image, error in failed.items() if error.startswith(host)}
     assert len(answered) >= 2 and summary.placeholders == image_requests(srv, FAILING)  # every answer was one
@@ -149,7 +139,7 @@ def test_a_placeholder_stored_first_is_taken_back_out(srv, tmp_path):
 
     host = host_key(srv.base_urls[0])
     reason = f"{host} sent the same image for 2 different faces: a placeholder for a missing image?"
-    assert failures(root) == {synth.name(first): reason, synth.name(second): reason}
+    assert failure_errors(root) == {synth.name(first): reason, synth.name(second): reason}
     # It had landed: the user is told it was taken out.
     assert any(synth.name(first) in line and line.endswith(f"back out of DIR: {reason}")
                for line in err.getvalue().splitlines())
@@ -197,7 +187,7 @@ def test_a_placeholder_kept_by_an_earlier_run_is_taken_back_when_a_second_one_co
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
 
     assert synth.name(0) not in manifest(root) and synth.name(0) not in image_files(root)
-    assert failures(root)[synth.name(0)].endswith("different faces: a placeholder for a missing image?")
+    assert failure_errors(root)[synth.name(0)].endswith("different faces: a placeholder for a missing image?")
     assert summary.already_present == 2 and summary.downloaded == 18  # images 1 and 2; hosts 1 and 2's others
     assert summary.failed == 10 and summary.not_attempted == 0
 
@@ -230,26 +220,20 @@ def test_a_single_404_among_good_images_fails_that_image_alone(srv, tmp_path):
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
 
     assert summary.exit_status == EXIT_INCOMPLETE and summary.hosts_unreachable == []
-    assert failures(root) == {synth.name(i): "HTTP 404" for i in gone}
+    assert failure_errors(root) == {synth.name(i): "HTTP 404" for i in gone}
     assert [srv.requests(synth.urls[i]) for i in gone] == [1] * len(gone)  # final at once, not retried
     assert len(image_files(root)) == N - len(gone)
 
 
 def test_a_moved_page_of_404s_on_a_live_host_fails_its_faces_not_the_host(srv, tmp_path):
     """30 faces in a row cut from one page whose URL moved: they fail, the host's other pages arrive."""
-    synth = make_synthetic(srv, tmp_path, n=120, blank=(), unlabeled=())
     moved = range(40, 70)
-    urls = {}
-    for i in range(120):
-        page = "book0/moved.tif" if i in moved else f"book0/page{i}.tif"
-        urls[i] = srv.url(0, page, region=f"{10 * i},{20 + i},300,300")
-        if i in moved:
-            srv.inject(urls[i], Fault.S404)
-    synth.rewrite("urls.txt", "".join(f"{urls[i]}\n" for i in range(120)).encode())
+    synth = one_bad_page(srv, tmp_path, "book0/moved.tif", Fault.S404, moved)
+    urls = synth.urls
     root = tmp_path / "data"
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
     assert summary.hosts_unreachable == []
-    assert failures(root) == {synth.name(i): "HTTP 404" for i in moved}
+    assert failure_errors(root) == {synth.name(i): "HTTP 404" for i in moved}
     files = image_files(root)
     assert all(files[synth.name(i)].read_bytes() == srv.expected_bytes(urls[i]) for i in range(120) if i not in moved)
 
@@ -269,7 +253,7 @@ def test_a_refusing_host_through_the_command_line(srv, tmp_path, capsys):
     host = host_key(srv.base_urls[FAILING])
     given_up = [line for line in err.splitlines() if line.startswith(f"kaokore: {host}: host refusing: HTTP 403")]
     assert len(given_up) == 1 and "a proxy or firewall" in given_up[0] and "User-Agent" in given_up[0]
-    assert len(failures(root)) == N // 3
+    assert len(failure_errors(root)) == N // 3
     assert_the_others_delivered_everything(srv, synth, root, FAILING)
 
 
@@ -290,7 +274,7 @@ def test_a_redirect_loop_stops_as_soon_as_it_comes_back(srv, tmp_path):
     summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, quiet=True)
 
     assert (srv.requests(a), srv.requests(loop), srv.requests(b)) == (1, 1, 1)  # not 6 each: the session's limit
-    failed = failures(root)
+    failed = failure_errors(root)
     assert failed[synth.name(0)] == f"bad redirect: redirect loop: redirected back to {a}"
     assert failed[synth.name(3)] == f"bad redirect: redirect loop: redirected back to {b}"
     assert summary.downloaded == 10

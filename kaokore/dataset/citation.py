@@ -1,7 +1,6 @@
 """Who made KaoKore, under which terms, and how to cite it: one place for the card and Croissant."""
 from __future__ import annotations
 
-TITLE = "KaoKore"
 PRETTY_NAME = "KaoKore: faces in pre-modern Japanese art"
 DESCRIPTION = ("Faces cropped from pre-modern Japanese paintings and illustrated books (picture scrolls "
                "and Nara ehon), labelled with gender and social status, collected by the ROIS-DS Center "

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from ..errors import UsageError
+
 UPSTREAM_COMMIT = "2a1217883a2e86586b5cabe58f9e358b16ab6f33"
 UPSTREAM_BASE_URL = f"https://raw.githubusercontent.com/rois-codh/kaokore/{UPSTREAM_COMMIT}"
 
@@ -113,8 +115,6 @@ def get_version(name: str) -> Version:
     UsageError
         No version has that name.
     """
-    from ..errors import UsageError
-
     try:
         return VERSIONS[name]
     except KeyError:

@@ -8,24 +8,32 @@ replaced: the card then goes to README.kaokore.md.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 from .._version import __version__
 from ..dataset import citation
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
-from ..dataset.layout import FLAT_FOLDER, SPLITS, UNLABELED
-from ..storage.safefs import read_file, update_file
-from ..storage.store import ManifestRow
+from ..dataset.layout import (
+    FLAT_FOLDER,
+    SPLITS,
+    UNLABELED,
+    hf_folder,
+    hf_folders,
+    hf_split,
+    is_flat,
+    split_of,
+    unlabeled_folder,
+)
+from ..storage.records import ManifestRow
+from ..storage.safefs import read_file
 from .fingerprint import dataset_fingerprint
-from .write import ATTRIBUTES_CSV, HF_METADATA, Present, hf_folder
+from .listing import ATTRIBUTES_CSV, HF_METADATA, Present
 
 CARD = "README.md"
 FALLBACK = "README.kaokore.md"
 MARKER = "<!-- kaokore dataset card: rewritten by every `kaokore download` run into this folder -->"
-HF_SPLIT = MappingProxyType({"train": "train", "dev": "validation", "test": "test"})
 
 
 def card_path(root: Path) -> str:
@@ -51,32 +59,6 @@ def card_path(root: Path) -> str:
     return CARD if MARKER.encode() in existing else FALLBACK
 
 
-def write_card(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
-               rows: Sequence[ManifestRow], command: str | None, version: str | None = None) -> str:
-    """Write the dataset card into DIR, never over a README.md kaokore did not write.
-
-    Parameters
-    ----------
-    root : Path
-        The dataset directory.
-    meta, layout, present, rows, command, version
-        As for `dataset_card`.
-
-    Returns
-    -------
-    str
-        The name it was written under: "README.md" or "README.kaokore.md" (`card_path`).
-
-    Raises
-    ------
-    OSError
-        The card cannot be written.
-    """
-    name = card_path(root)
-    update_file(root, name, dataset_card(meta, layout, present, rows, command, version).encode("utf-8"))
-    return name
-
-
 def _size_category(n: int) -> str:
     for bound, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
         if n < bound:
@@ -84,8 +66,8 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
-def _front_matter(meta: md.Metadata, version: str | None, images: int) -> list[str]:
-    lines = [
+def _front_matter(version: str | None, images: int) -> list[str]:
+    return [
         "---",
         f"license: {citation.LICENSE_ID}",
         f"pretty_name: \"{citation.PRETTY_NAME}{f' {version}' if version else ''}\"",
@@ -109,7 +91,6 @@ def _front_matter(meta: md.Metadata, version: str | None, images: int) -> list[s
         "- original",
         "---",
     ]
-    return lines
 
 
 def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], rows: Sequence[ManifestRow],
@@ -123,7 +104,7 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
     layout : str
         DIR's layout.
     present : sequence of Present
-        The images on disk (`kaokore.describe.present_images`).
+        The images on disk (`kaokore.description.listing.present_images`).
     rows : sequence of ManifestRow
         The manifest's rows, for the fingerprint and the count of re-encoded and
         adopted images.
@@ -137,25 +118,12 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
     str
         Markdown with YAML front matter.
     """
-    classes = meta.classes
-    groups = (*SPLITS, UNLABELED)
-    expected = Counter((item.split or UNLABELED) for item in meta.downloadable)
-    on_disk = Counter((p.item.split or UNLABELED) for p in present)
-    no_url = sum(1 for item in meta.items if item.split is not None and not item.url)
-    present_names = {p.item.name for p in present}
-    rows_present = [r for r in rows if r.image in present_names]
-    converted = [r for r in rows_present if r.converted]
-    sources = Counter(f"{r.source_width}x{r.source_height} {r.source_mode}" for r in converted)
-    origins = Counter(getattr(r, "origin", "fetched") for r in rows_present)
-    adopted, reused = origins["adopted"], origins["reused"]
-    title = f"KaoKore {version}" if version else "KaoKore"
-
-    out = _front_matter(meta, version, len(present))
+    out = _front_matter(version, len(present))
     out += [
         "",
         MARKER,
         "",
-        f"# {title}",
+        f"# {f'KaoKore {version}' if version else 'KaoKore'}",
         "",
         citation.DESCRIPTION,
         "",
@@ -163,12 +131,28 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         f"dataset version {version or 'unknown'}, `{layout}` layout, "
         f"{len(present):,} of {len(meta.downloadable):,} images present.",
         "",
+    ]
+    out += _contents(meta, layout, present)
+    out += _labels(meta.classes)
+    out += _loading(layout, present)
+    out += _terms()
+    out += _changes(meta, present, rows)
+    out += _provenance(command, rows)
+    return "\n".join(out)
+
+
+def _contents(meta: md.Metadata, layout: str, present: Sequence[Present]) -> list[str]:
+    """The images present and listed, by split, and what is missing and why."""
+    expected = Counter(split_of(item) for item in meta.downloadable)
+    on_disk = Counter(split_of(p.item) for p in present)
+    no_url = sum(1 for item in meta.items if item.split is not None and not item.url)
+    out = [
         "## Contents",
         "",
         "| split | images present | images listed | of which labelled |",
         "|---|---:|---:|---:|",
     ]
-    for group in groups:
+    for group in (*SPLITS, UNLABELED):
         labelled = expected[group] if group != UNLABELED else 0
         out.append(f"| {group} | {on_disk[group]:,} | {expected[group]:,} | {labelled:,} |")
     out.append(f"| total | {sum(on_disk.values()):,} | {sum(expected.values()):,} | "
@@ -186,9 +170,13 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
     out.append(f"- {expected[UNLABELED]:,} images have a URL but no row in labels.csv (no gender or status); "
                + (f"they are in {FLAT_FOLDER}/ but in no `{HF_METADATA}`, so Hugging Face's imagefolder leaves "
                   "them out; Croissant's `faces` lists them with every field but the image and its name empty."
-                  if layout == "flat" else f"they are in {UNLABELED}/, which the Hugging Face and Croissant "
-                                           "descriptions leave out."))
-    out += [
+                  if is_flat(layout) else f"they are in {UNLABELED}/, which the Hugging Face and Croissant "
+                                          "descriptions leave out."))
+    return out
+
+
+def _labels(classes: Mapping[str, Sequence[str]]) -> list[str]:
+    return [
         "",
         "Labels (from labels.csv, in labels.metadata.en.txt's order):",
         "",
@@ -201,6 +189,11 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         f"Orientation is one of {', '.join(ATTRIBUTE_CLASSES['orientation'])}; fine_status (upstream's "
         f"eight statuses) one of {', '.join(ATTRIBUTE_CLASSES['fine_status'])}.",
         "",
+    ]
+
+
+def _loading(layout: str, present: Sequence[Present]) -> list[str]:
+    return [
         "## Loading",
         "",
         "```python",
@@ -208,15 +201,19 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         "ds = load_dataset(\"imagefolder\", data_dir=\".\")  # run in this folder",
         "```",
         "",
-    ]
-    out += _imagefolder_section(layout, present, on_disk[UNLABELED])
-    out += [
+        *_imagefolder_section(layout, present),
         "",
         "```python",
         "import mlcroissant as mlc",
         "faces = mlc.Dataset(\"croissant.json\").records(\"faces\")",
         "```",
         "",
+    ]
+
+
+def _terms() -> list[str]:
+    """The licence, the content providers the terms ask to be named, and the citation."""
+    return [
         "## Licence and attribution",
         "",
         f"{citation.ATTRIBUTION}, licensed under {citation.LICENSE_NAME} ({citation.LICENSE_URL}). "
@@ -225,9 +222,7 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         "The images are provided by these content providers, which the terms ask to be named with "
         "anything derived from the dataset (also in CONTENT_PROVIDERS.txt):",
         "",
-    ]
-    out += [f"- {collection} ({organisation}), {url}" for collection, organisation, url in citation.CONTENT_PROVIDERS]
-    out += [
+        *(f"- {collection} ({organisation}), {url}" for collection, organisation, url in citation.CONTENT_PROVIDERS),
         "",
         "## Citation",
         "",
@@ -237,6 +232,18 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         citation.BIBTEX,
         "```",
         "",
+    ]
+
+
+def _changes(meta: md.Metadata, present: Sequence[Present], rows: Sequence[ManifestRow]) -> list[str]:
+    """What kaokore changed: the images it re-encoded, adopted and reused, by the manifest's rows."""
+    present_names = {p.item.name for p in present}
+    rows_present = [r for r in rows if r.image in present_names]
+    converted = [r for r in rows_present if r.converted]
+    sources = Counter(f"{r.source_width}x{r.source_height} {r.source_mode}" for r in converted)
+    origins = Counter(r.origin for r in rows_present)
+    adopted, reused = origins["adopted"], origins["reused"]
+    out = [
         "## What kaokore changed",
         "",
         "The images are the crops the IIIF servers return for the URLs in urls.txt. Every image is stored "
@@ -260,10 +267,13 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
     if reused and rows_present:
         out.append(f"- Of the {len(rows_present):,} images with a manifest row, {origins['fetched']:,} were fetched "
                    f"from the IIIF servers, {reused:,} reused and {adopted:,} adopted.")
-    out += [
-        "- Nothing else: labels and metadata files are upstream's, byte for byte "
-        f"({'pinned by SHA-256' if meta.pinned else 'from --metadata-dir, not pinned'}).",
-        "",
+    out += ["- Nothing else: labels and metadata files are upstream's, byte for byte "
+            f"({'pinned by SHA-256' if meta.pinned else 'from --metadata-dir, not pinned'}).", ""]
+    return out
+
+
+def _provenance(command: str | None, rows: Sequence[ManifestRow]) -> list[str]:
+    return [
         "## Provenance",
         "",
         "Made by:",
@@ -279,32 +289,29 @@ def dataset_card(meta: md.Metadata, layout: str, present: Sequence[Present], row
         "in whatever layout. `kaokore verify` and `kaokore info` print it too.",
         "",
     ]
-    return "\n".join(out)
 
 
-def _imagefolder_section(layout: str, present: Sequence[Present], unlabeled_present: int) -> list[str]:
+def _imagefolder_section(layout: str, present: Sequence[Present]) -> list[str]:
     """What `load_dataset("imagefolder", data_dir=DIR)` gives, from the metadata.jsonl files written.
 
     imagefolder makes one row per metadata.jsonl row, so the table is exact: a split per
-    metadata file (named after its folder: train, validation for dev, test; `train` for
-    the flat layout's one folder), with as many rows as labelled images of it are on disk.
+    metadata file (`hf_split`), with as many rows as labelled images of it are on disk.
     """
     rows = Counter(hf_folder(layout, p.item) for p in present)
-    rows.pop(None, None)  # unlabeled: in no metadata.jsonl
+    unlabeled_present = rows.pop(None, 0)  # in no metadata.jsonl
     if not rows:
         return [f"No labelled image is on disk yet, so there is no `{HF_METADATA}` for imagefolder to read."]
-    folders = [FLAT_FOLDER] if layout == "flat" else [s for s in SPLITS if s in rows]
     out = [
         f"It reads the `{HF_METADATA}` files kaokore writes, one row per labelled image on disk, and gives:",
         "",
         "| split | rows | metadata file |",
         "|---|---:|---|",
     ]
-    for folder in folders:
-        split = "train" if layout == "flat" else HF_SPLIT[folder]
-        out.append(f"| {split} | {rows[folder]:,} | `{folder}/{HF_METADATA}` |")
+    for folder in hf_folders(layout):
+        if folder in rows:
+            out.append(f"| {hf_split(folder)} | {rows[folder]:,} | `{folder}/{HF_METADATA}` |")
     out += ["", "gender and status are ints in the order above; no `label` column is made from folder names."]
-    if layout == "flat":
+    if is_flat(layout):
         by_split = Counter(p.item.split for p in present)
         out += [
             "",
@@ -319,10 +326,9 @@ def _imagefolder_section(layout: str, present: Sequence[Present], unlabeled_pres
             "For train / validation / test splits, use the default layout: "
             "`kaokore download --dir <this folder> --layout split` moves the files, without the network.",
         ]
-    where = f"{FLAT_FOLDER}/" if layout == "flat" else f"{UNLABELED}/"
-    out += ["", f"Unlabeled images ({unlabeled_present:,} on disk, in {where}) are in no `{HF_METADATA}`, so "
-                "imagefolder leaves them out: no row has a null gender or status."]
-    if layout == "flat":
+    out += ["", f"Unlabeled images ({unlabeled_present:,} on disk, in {unlabeled_folder(layout)}/) are in no "
+                f"`{HF_METADATA}`, so imagefolder leaves them out: no row has a null gender or status."]
+    if is_flat(layout):
         out[-1] += (f" (They share {FLAT_FOLDER}/ with the labelled images, which imagefolder handles from "
                     "`datasets` 3.4 on; older versions stop with \"doesn't have metadata\".)")
     return out

@@ -15,17 +15,15 @@ not in the file set; in images_256/ they are records with only their image and n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from .._version import __version__
 from ..dataset import citation
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
-from ..dataset.layout import FLAT_FOLDER, SPLITS
-from ..storage.safefs import update_file
-from .write import ATTRIBUTES_CSV, Present, attributes_csv
+from ..dataset.layout import croissant_globs
+from .listing import ATTRIBUTES_CSV, Present, attributes_csv
 
 CROISSANT = "croissant.json"
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
@@ -87,28 +85,8 @@ ATTRIBUTE_FIELDS = (
     ("iiif_service", "sc:URL", "IIIF Image API URL of the page the face is cut from."),
     ("iiif_region", "sc:Text", "The region of that page (x,y,w,h in pixels), as in the image URL."),
 )
-
-
-def image_globs(layout: str) -> list[str]:
-    """The FileSet's glob patterns, relative to DIR, for the images of `layout`.
-
-    The split folders' images (so not unlabeled/), or in the flat layout every
-    image of images_256/.
-
-    Parameters
-    ----------
-    layout : str
-        "split", "flat", "gender" or "status".
-
-    Returns
-    -------
-    list of str
-        E.g. ``["train/*.jpg", "dev/*.jpg", "test/*.jpg"]`` for the split layout.
-    """
-    if layout == "flat":
-        return [f"{FLAT_FOLDER}/*.jpg"]
-    depth = "*.jpg" if layout == "split" else "*/*.jpg"
-    return [f"{split}/{depth}" for split in SPLITS]
+# The labels.csv column of each label field.
+LABEL_COLUMNS = MappingProxyType({"split": "set", "gender": "gender", "status": "status"})
 
 
 def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None,
@@ -133,59 +111,11 @@ def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], versio
     dict
         The JSON-LD document.
     """
-    classes = meta.classes
-    labels_sha = md.sha256(meta.files["labels.csv"])
-    attributes_sha = attributes_sha256 or md.sha256(attributes_csv(meta))
-    name = f"KaoKore {version}" if version else "KaoKore"
-
-    def column(file: str, col: str) -> dict:
-        return {"fileObject": {"@id": file}, "extract": {"column": col}}
-
-    def from_annotations(field: str) -> dict:
-        return {"field": {"@id": f"annotations/{field}"}}
-
-    label_fields = [
-        ("split", "sc:Text", "The upstream split: train, dev or test (labels.csv `set`)."),
-        ("gender", "sc:Integer", "Gender label, an index into " + _names(classes["gender"]) + "."),
-        ("status", "sc:Integer", "Status label, an index into " + _names(classes["status"]) + "."),
-    ]
-    label_columns = {"split": "set", "gender": "gender", "status": "status"}
-    annotations = {
-        "@type": "cr:RecordSet", "@id": "annotations", "name": "annotations",
-        "description": "labels.csv joined with attributes.csv by image name: one record per labelled image.",
-        "key": {"@id": "annotations/image"},
-        "field": [
-            {"@type": "cr:Field", "@id": "annotations/image", "name": "image", "dataType": "sc:Text",
-             "description": "Image file name, NNNNNNNN.jpg.",
-             "source": column("labels.csv", "image"),
-             "references": column(ATTRIBUTES_CSV, "image")},
-            *({"@type": "cr:Field", "@id": f"annotations/{f}", "name": f, "dataType": t, "description": d,
-               "source": column("labels.csv", label_columns[f])} for f, t, d in label_fields),
-            *({"@type": "cr:Field", "@id": f"annotations/{f}", "name": f, "dataType": t, "description": d,
-               "source": column(ATTRIBUTES_CSV, f)} for f, t, d in ATTRIBUTE_FIELDS),
-        ],
-    }
-    faces = {
-        "@type": "cr:RecordSet", "@id": "faces", "name": "faces",
-        "description": "One record per labelled image on disk: the 256x256 image, its name, split, "
-                       "gender, status and attributes.",
-        "key": {"@id": "faces/name"},
-        "field": [
-            {"@type": "cr:Field", "@id": "faces/image", "name": "image", "dataType": "sc:ImageObject",
-             "description": "The face, a 256x256 RGB JPEG.",
-             "source": {"fileSet": {"@id": "images"}, "extract": {"fileProperty": "content"}}},
-            {"@type": "cr:Field", "@id": "faces/name", "name": "name", "dataType": "sc:Text",
-             "description": "Image file name, NNNNNNNN.jpg.",
-             "source": {"fileSet": {"@id": "images"}, "extract": {"fileProperty": "filename"}},
-             "references": from_annotations("image")},
-            *({"@type": "cr:Field", "@id": f"faces/{f}", "name": f, "dataType": t, "description": d,
-               "source": from_annotations(f)} for f, t, d in (*label_fields, *ATTRIBUTE_FIELDS)),
-        ],
-    }
+    label_fields = _label_fields(meta.classes)
     return {
         "@context": dict(CONTEXT),
         "@type": "sc:Dataset",
-        "name": name,
+        "name": f"KaoKore {version}" if version else "KaoKore",
         "description": f"{citation.DESCRIPTION} This copy was downloaded by kaokore {__version__} "
                        f"in its {layout} layout; {len(present)} images are on disk.",
         "conformsTo": CONFORMS_TO,
@@ -203,31 +133,81 @@ def croissant(meta: md.Metadata, layout: str, present: Sequence[Present], versio
         "keywords": ["faces", "Japanese art", "art history", "image classification", "IIIF"],
         "datePublished": "2020-02-20",  # the paper's arXiv submission, where 1.0 was announced
         "isAccessibleForFree": True,
-        "distribution": [
-            {"@type": "cr:FileObject", "@id": "labels.csv", "name": "labels.csv", "contentUrl": "labels.csv",
-             "encodingFormat": "text/csv", "sha256": labels_sha,
-             "description": "Upstream's labels: image, gender, status, set."},
-            {"@type": "cr:FileObject", "@id": ATTRIBUTES_CSV, "name": ATTRIBUTES_CSV, "contentUrl": ATTRIBUTES_CSV,
-             "encodingFormat": "text/csv", "sha256": attributes_sha,
-             "description": "original_tags.txt under English names, written by kaokore."},
-            {"@type": "cr:FileSet", "@id": "images", "name": "images", "encodingFormat": "image/jpeg",
-             "includes": image_globs(layout),
-             "description": f"The labelled images of the {layout} layout."},
-        ],
-        "recordSet": [annotations, faces],
+        "distribution": _distribution(meta, layout, attributes_sha256),
+        "recordSet": [_annotations(label_fields), _faces(label_fields)],
     }
 
 
-def write_croissant(root: Path, meta: md.Metadata, layout: str, present: Sequence[Present],
-                    version: str | None = None) -> None:
-    """Write `croissant`'s document to DIR/croissant.json (arguments as for `croissant`).
+def _label_fields(classes: Mapping[str, Sequence[str]]) -> list[tuple[str, str, str]]:
+    """(field, Croissant type, description) of the labels.csv fields (`LABEL_COLUMNS`)."""
+    return [
+        ("split", "sc:Text", "The upstream split: train, dev or test (labels.csv `set`)."),
+        ("gender", "sc:Integer", "Gender label, an index into " + _names(classes["gender"]) + "."),
+        ("status", "sc:Integer", "Status label, an index into " + _names(classes["status"]) + "."),
+    ]
 
-    Raises
-    ------
-    OSError
-        The file cannot be written.
-    """
-    update_file(root, CROISSANT, croissant_json(meta, layout, present, version))
+
+def _distribution(meta: md.Metadata, layout: str, attributes_sha256: str | None) -> list[dict]:
+    """The files: labels.csv, attributes.csv and the images of `layout`."""
+    return [
+        {"@type": "cr:FileObject", "@id": "labels.csv", "name": "labels.csv", "contentUrl": "labels.csv",
+         "encodingFormat": "text/csv", "sha256": md.sha256(meta.files["labels.csv"]),
+         "description": "Upstream's labels: image, gender, status, set."},
+        {"@type": "cr:FileObject", "@id": ATTRIBUTES_CSV, "name": ATTRIBUTES_CSV, "contentUrl": ATTRIBUTES_CSV,
+         "encodingFormat": "text/csv", "sha256": attributes_sha256 or md.sha256(attributes_csv(meta)),
+         "description": "original_tags.txt under English names, written by kaokore."},
+        {"@type": "cr:FileSet", "@id": "images", "name": "images", "encodingFormat": "image/jpeg",
+         "includes": croissant_globs(layout),
+         "description": f"The labelled images of the {layout} layout."},
+    ]
+
+
+def _annotations(label_fields: Sequence[tuple[str, str, str]]) -> dict:
+    """The record set joining labels.csv and attributes.csv by image name."""
+    return {
+        "@type": "cr:RecordSet", "@id": "annotations", "name": "annotations",
+        "description": "labels.csv joined with attributes.csv by image name: one record per labelled image.",
+        "key": {"@id": "annotations/image"},
+        "field": [
+            {"@type": "cr:Field", "@id": "annotations/image", "name": "image", "dataType": "sc:Text",
+             "description": "Image file name, NNNNNNNN.jpg.",
+             "source": _column("labels.csv", "image"),
+             "references": _column(ATTRIBUTES_CSV, "image")},
+            *({"@type": "cr:Field", "@id": f"annotations/{f}", "name": f, "dataType": t, "description": d,
+               "source": _column("labels.csv", LABEL_COLUMNS[f])} for f, t, d in label_fields),
+            *({"@type": "cr:Field", "@id": f"annotations/{f}", "name": f, "dataType": t, "description": d,
+               "source": _column(ATTRIBUTES_CSV, f)} for f, t, d in ATTRIBUTE_FIELDS),
+        ],
+    }
+
+
+def _faces(label_fields: Sequence[tuple[str, str, str]]) -> dict:
+    """The record set to read: the image files joined with `annotations` by image name."""
+    return {
+        "@type": "cr:RecordSet", "@id": "faces", "name": "faces",
+        "description": "One record per labelled image on disk: the 256x256 image, its name, split, "
+                       "gender, status and attributes.",
+        "key": {"@id": "faces/name"},
+        "field": [
+            {"@type": "cr:Field", "@id": "faces/image", "name": "image", "dataType": "sc:ImageObject",
+             "description": "The face, a 256x256 RGB JPEG.",
+             "source": {"fileSet": {"@id": "images"}, "extract": {"fileProperty": "content"}}},
+            {"@type": "cr:Field", "@id": "faces/name", "name": "name", "dataType": "sc:Text",
+             "description": "Image file name, NNNNNNNN.jpg.",
+             "source": {"fileSet": {"@id": "images"}, "extract": {"fileProperty": "filename"}},
+             "references": _from_annotations("image")},
+            *({"@type": "cr:Field", "@id": f"faces/{f}", "name": f, "dataType": t, "description": d,
+               "source": _from_annotations(f)} for f, t, d in (*label_fields, *ATTRIBUTE_FIELDS)),
+        ],
+    }
+
+
+def _column(file: str, col: str) -> dict:
+    return {"fileObject": {"@id": file}, "extract": {"column": col}}
+
+
+def _from_annotations(field: str) -> dict:
+    return {"field": {"@id": f"annotations/{field}"}}
 
 
 def croissant_json(meta: md.Metadata, layout: str, present: Sequence[Present], version: str | None = None,

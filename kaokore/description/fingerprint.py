@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..dataset.metadata import sha256
-from ..storage.store import ManifestRow
+from ..storage.records import ManifestRow
 
 PREFIX = "sha256:"
 
@@ -27,7 +27,7 @@ def dataset_fingerprint(rows: Iterable[ManifestRow]) -> str:
     Parameters
     ----------
     rows : iterable of ManifestRow
-        The manifest's rows (e.g. ``kaokore.store.read_manifest(root).values()``).
+        The manifest's rows (e.g. ``kaokore.storage.manifest.read_manifest(root).values()``).
 
     Returns
     -------

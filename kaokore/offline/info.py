@@ -17,11 +17,11 @@ from types import MappingProxyType
 
 from .. import defaults
 from ..dataset import metadata as md
-from ..dataset.layout import SPLITS, UNLABELED
+from ..dataset.layout import SPLITS, UNLABELED, split_of, unlabeled_folder
 from ..description.fingerprint import dataset_fingerprint
 from ..errors import EXIT_OK
-from ..storage.directory import Tree, open_tree
 from ..storage.lock import refuse_while_held
+from ..storage.tree import Tree, open_tree
 
 CATEGORIES = md.CATEGORIES
 Table = dict  # split -> class name -> count; a plain dict so it is its own JSON
@@ -183,17 +183,16 @@ def dataset_info(dir: str | os.PathLike = defaults.DIR) -> DatasetInfo:
 
 def info_from_tree(tree: Tree) -> DatasetInfo:
     meta = tree.meta
-    version, provenance = _identify(tree)
     groups = (*SPLITS, UNLABELED)
     split_expected = Counter({g: 0 for g in groups})
     split_present = Counter({g: 0 for g in groups})
     for item in meta.downloadable:
-        group = item.split or UNLABELED
-        split_expected[group] += 1
-        split_present[group] += item.name in tree.present
+        split_expected[split_of(item)] += 1
+        split_present[split_of(item)] += item.name in tree.present
     labelled = [item for item in meta.items if item.split is not None]
     return DatasetInfo(
-        dir=str(tree.root), dataset_version=version, layout=tree.layout, metadata=provenance,
+        dir=str(tree.root), dataset_version=tree.version.name if tree.version else "unknown", layout=tree.layout,
+        metadata=tree.dataset_dir.metadata_origin,
         classes={c: list(meta.classes[c]) for c in CATEGORIES},
         expected=len(meta.downloadable), present=len(tree.present),
         split_expected=dict(split_expected), split_present=dict(split_present),
@@ -203,18 +202,6 @@ def info_from_tree(tree: Tree) -> DatasetInfo:
         manifest=_manifest_counts(tree),
         fingerprint=dataset_fingerprint(tree.manifest.values()),
     )
-
-
-def _identify(tree: Tree) -> tuple[str, str]:
-    """The version DIR holds, and whether its metadata is the pinned files, a custom set or altered."""
-    if tree.dir.pinned:
-        return tree.version.name, "pinned"
-    if tree.version is None:
-        # The directory model cannot tell (its files contradict each other or kaokore.json): say so,
-        # as download and verify do, rather than repeat what one of the files claims.
-        return "unknown", "unknown"
-    # Downloaded with --metadata-dir: there is no pin to hold it to, as `verify` also reasons.
-    return tree.version.name, "custom" if tree.state.get("metadata_pinned") is False else "altered"
 
 
 def _table(items: list[md.Item], category: str, classes) -> Table:
@@ -261,9 +248,8 @@ def format_info(info: DatasetInfo) -> str:
     per_split = "  ".join(f"{g} {info.split_present[g]:,}/{info.split_expected[g]:,}"
                           for g in (*SPLITS, UNLABELED))
     lines.append(f"  by split      {per_split}")
-    where = "images_256/" if info.layout == "flat" else f"{UNLABELED}/"
     lines.append(f"unlabeled       {info.unlabeled_present:,} of {info.unlabeled_expected:,} present "
-                 f"(no gender/status; in {where})")
+                 f"(no gender/status; in {unlabeled_folder(info.layout)}/)")
     if info.no_url:
         lines.append(f"no URL          {plural(info.no_url, 'labelled image')} with a blank URL upstream "
                      "(in the tables below, never downloadable)")

@@ -80,8 +80,9 @@ def read_upstream(folder: str | os.PathLike) -> dict[str, bytes]:
 
 def fetch_upstream(base: str | None, timeout: float) -> dict[str, bytes]:
     """Each version's urls.txt from upstream at its pinned commit (or a mirror), held to its pin."""
-    from ..pipeline.fetch import RetryPolicy, get_metadata_file
+    from ..pipeline.fetch import get_metadata_file
     from ..pipeline.opening import METADATA_URL_ENV
+    from ..pipeline.records import RetryPolicy
     from ..pipeline.session import HttpOptions, make_session
 
     base = base or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL

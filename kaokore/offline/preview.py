@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import defaults, hints
-from ..dataset.layout import SPLIT_CHOICES, UNLABELED
+from ..dataset.layout import SPLIT_CHOICES, UNLABELED, split_of
 from ..errors import EXIT_OK, DirectoryError, UsageError
-from ..storage.directory import Tree, open_tree
 from ..storage.store import atomic_write
+from ..storage.tree import Tree, open_tree
 from .info import plural
 
 if TYPE_CHECKING:  # Pillow is imported where a sheet is drawn: every command registers this one
@@ -134,7 +134,7 @@ def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DE
     Parameters
     ----------
     dir : str or os.PathLike or Tree
-        The dataset directory, or a tree already read by `kaokore.directory.open_tree`.
+        The dataset directory, or a tree already read by `kaokore.storage.tree.open_tree`.
     by : str or None
         "gender" or "status" for one labelled row per class; None or "none" for a mosaic.
     split : str
@@ -177,7 +177,7 @@ def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DE
         _check_range("--rows", rows, 1, MAX_SIDE)
 
     in_split = [item for item in tree.meta.downloadable
-                if item.name in tree.present and (split == "all" or (item.split or UNLABELED) == split)]
+                if item.name in tree.present and (split == "all" or split_of(item) == split)]
     where = "all splits" if split == "all" else split
     if by is None:
         cols_, sheet_rows, notes = cols, *_mosaic_rows(tree, in_split, rows, cols, seed, where)

@@ -20,15 +20,15 @@ from ..dataset import metadata as md
 from ..dataset.layout import SPLITS, TOP_FOLDERS, image_path, layout_folders
 from ..dataset.versions import METADATA_FILES, Version, get_version
 from ..description.fingerprint import dataset_fingerprint
-from ..description.write import HF_METADATA
-from ..errors import EXIT_INCOMPLETE, EXIT_OK, UsageError
+from ..description.listing import HF_METADATA
+from ..errors import EXIT_INCOMPLETE, EXIT_OK
 from ..pipeline.normalize import has_normalized_header, is_normalized
 from ..pipeline.placeholders import duplicates
 from ..pipeline.plan import select
-from ..storage.directory import open_tree
 from ..storage.lock import refuse_while_held
+from ..storage.records import MANIFEST, ManifestRow
 from ..storage.safefs import TreeReader, scan
-from ..storage.store import MANIFEST, ManifestRow
+from ..storage.tree import Tree, open_tree
 
 PROBLEMS_SHOWN = 20  # per kind, in the text report
 BATCH = 128  # images per task of the checking threads
@@ -233,28 +233,21 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
         elif item.name not in shared:
             report.intact += 1
     report.problems.extend(shared.values())
-    report.problems.extend(_strays(root, layout, meta, tree.dir.image_files))
+    report.problems.extend(_strays(root, layout, meta, tree.dataset_dir.image_files))
     report.fingerprint = dataset_fingerprint(rows.values())
     return report
 
 
-def _version(tree, requested: str | Version | None) -> Version | None:
-    """The version DIR's metadata is held to: the one asked for, else the one DIR is known to hold.
-    None: DIR was downloaded from the user's own metadata, which has no pin."""
+def _version(tree: Tree, requested: str | Version | None) -> Version | None:
+    """The version DIR's metadata is held to: `DatasetDir.version_for`'s, where a request wins
+    unless DIR's pinned files contradict it. None: DIR was downloaded from the user's own
+    metadata, which has no pin."""
     if isinstance(requested, Version):
-        return requested
-    known = tree.version
-    if requested is not None:
-        asked = get_version(requested)
-        if known is not None and known.name != asked.name and tree.dir.pinned:
-            raise UsageError(f"{tree.root} holds KaoKore {known.name} ({tree.dir.evidence}), not {asked.name}")
-        return asked
-    if tree.state.get("metadata_pinned") is False:
+        return requested  # a caller's own registry entry (tests, mirrors) is taken as it is
+    if requested is None and tree.state.get("metadata_pinned") is False:
         return None
-    if known is None:
-        raise UsageError(f"cannot tell which KaoKore version {tree.root} holds ({tree.dir.evidence}); "
-                         "pass --dataset_version")
-    return known
+    asked = get_version(requested).name if requested is not None else None  # an unknown name: refused first
+    return get_version(tree.dataset_dir.version_for(asked, firm=False))
 
 
 def _check_images(root: Path, jobs: list[tuple[md.Item, str, ManifestRow | None]],

@@ -5,18 +5,12 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from ..dataset.metadata import Item
-from ..storage.store import (
-    ManifestRow,
-    StoreError,
-    read_failures,
-    release_space,
-    reserve_space,
-    write_failures,
-    write_manifest,
-)
+from ..storage.manifest import read_failures, write_failures, write_manifest
+from ..storage.records import ManifestRow
+from ..storage.store import StoreError, release_space, reserve_space
 from .plan import Plan
+from .records import Failure
 from .report import Summary
-from .scheduler import Failure
 
 
 def count_plan(summary: Summary, plan: Plan) -> None:

@@ -27,6 +27,10 @@ class NotAnImage(ValueError):
     """The body does not decode as an image: HTML error pages, iipsrv's garbage 200s, truncations."""
 
 
+class NotDecodable(NotAnImage):
+    """The body opens as an image format but its pixels do not decode (truncated, crafted)."""
+
+
 class ImageTooLarge(ValueError):
     """The image declares more pixels than we are willing to decode."""
 
@@ -75,7 +79,7 @@ def _decode(body: bytes) -> Image.Image:
         # Pillow's own message only names the BytesIO object.
         raise NotAnImage(f"body is not an image ({_describe(body)})") from None
     except Exception as exc:  # noqa: BLE001 - decoders given crafted bytes also raise struct.error, IndexError...
-        raise NotAnImage(f"body is not a decodable image ({_describe(body)}): {exc}") from None
+        raise NotDecodable(f"body is not a decodable image ({_describe(body)}): {exc}") from None
     return image
 
 

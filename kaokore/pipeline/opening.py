@@ -18,7 +18,8 @@ from ..dataset import metadata as md
 from ..dataset.layout import any_layout_folders
 from ..dataset.versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
 from ..errors import DirectoryError
-from ..storage.directory import DatasetDir, inspect, resolve
+from ..storage.directory import DatasetDir, inspect
+from ..storage.resolve import resolve
 from ..storage.safefs import check_dir
 from ..storage.store import prepare_root
 from .fetch import get_metadata_file

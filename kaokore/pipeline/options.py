@@ -16,8 +16,8 @@ from typing import TextIO
 from ..dataset.layout import check_layout
 from ..dataset.versions import Version
 from ..errors import UsageError
-from .fetch import RetryPolicy
 from .plan import check_selection
+from .records import RetryPolicy
 from .session import HttpOptions
 
 MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang

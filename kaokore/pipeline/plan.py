@@ -19,12 +19,14 @@ from dataclasses import dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
 
-from ..dataset.layout import SPLIT_CHOICES, UNLABELED, any_layout_folders, image_path, layout_folders
+from ..dataset.layout import SPLIT_CHOICES, any_layout_folders, image_path, layout_folders, split_of
 from ..dataset.metadata import Item, Metadata, sha256
 from ..errors import UsageError
 from ..storage.directory import DatasetDir
-from ..storage.safefs import TreeReader, move_file, read_file, remove_file, remove_folder
-from ..storage.store import DISK_ERRNOS, ManifestRow, PathError, StoreError, write_image
+from ..storage.records import ManifestRow
+from ..storage.safefs import TreeReader, read_file
+from ..storage.safewrite import move_file, remove_file, remove_folder
+from ..storage.store import PathError, disk_wide, store_error, write_image
 from .normalize import ImageTooLarge, NotAnImage, normalize_found
 from .placeholders import duplicates
 
@@ -64,7 +66,7 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
     chosen = list(items)
     if splits:
         wanted = set(splits)
-        chosen = [i for i in chosen if (i.split or UNLABELED) in wanted]
+        chosen = [i for i in chosen if split_of(i) in wanted]
     if limit is not None:
         # The first `limit` images that can be fetched, and the unavailable ones among them.
         kept, fetchable = [], 0
@@ -228,8 +230,8 @@ def _discard(root: Path, rel: str) -> None:
     try:
         remove_file(root, rel)
     except OSError as exc:
-        if exc.errno in DISK_ERRNOS:
-            raise StoreError(f"cannot remove {str(root / rel)!r}: {exc.strerror or exc}") from None
+        if disk_wide(exc):
+            raise store_error(f"cannot remove {str(root / rel)!r}", exc) from None
 
 
 def _check_all(root: Path, recorded: list[tuple[Item, str, ManifestRow]], layout: str) -> list[ManifestRow | None]:
@@ -274,8 +276,7 @@ def _adopt(root: Path, item: Item, rel: str, layout: str) -> ManifestRow | None:
             write_image(root / rel, rel, image.data)
         except PathError:
             return None
-    return ManifestRow(item.name, rel, item.url, sha256(image.data), len(image.data), image.source_width,
-                       image.source_height, image.source_mode, image.converted, layout, origin="adopted")
+    return ManifestRow.of(item, rel, layout, image, sha256(image.data), len(image.data), origin="adopted")
 
 
 def _move(root: Path, found: str, target: str) -> bool:
@@ -283,8 +284,8 @@ def _move(root: Path, found: str, target: str) -> bool:
     try:
         move_file(root, found, target)
     except OSError as exc:
-        if exc.errno in DISK_ERRNOS:
-            raise StoreError(f"cannot move {found} to {target} under {str(root)!r}: {exc.strerror or exc}") from None
+        if disk_wide(exc):
+            raise store_error(f"cannot move {found} to {target} under {str(root)!r}", exc) from None
         return False
     return True
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 from ..errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
-from .fetch import Failure
+from .records import Failure
 
 # Diagnostics are logged under "kaokore" (a NullHandler keeps them silent until an application
 # configures logging); the progress display shows the same notes unless the run is quiet.
@@ -157,6 +157,7 @@ class Progress:
         self._last_line = self._start
         self._bar = None
         if not quiet and self._total and _isatty(self._stream):
+            # Loaded only for a bar on a terminal: quiet runs, CI logs and the offline commands never pay for it.
             from tqdm import tqdm
 
             # tqdm sizes the bar from the terminal, and one reporting 0 columns or 0 rows gets no

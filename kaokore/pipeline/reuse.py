@@ -41,8 +41,10 @@ from ..dataset.iiif import parse, request_key
 from ..dataset.metadata import Item, sha256
 from ..errors import DirectoryError, UsageError
 from ..storage.directory import inspect
-from ..storage.safefs import link_file, make_folder, read_file, write_file
-from ..storage.store import DISK_ERRNOS, ManifestRow, StoreError
+from ..storage.records import ManifestRow
+from ..storage.safefs import read_file
+from ..storage.safewrite import link_file, make_folder, write_file
+from ..storage.store import disk_wide, store_error
 from .normalize import is_normalized
 from .placeholders import duplicates
 
@@ -238,9 +240,8 @@ def _take_one(root: Path, layout: str, no_links: set[Path],
     for tree, row in found:
         how = place(tree, row, root, rel, no_links) if proven(item.url, row) else UNPROVEN
         if how in (LINKED, COPIED):
-            new = ManifestRow(item.name, rel, item.url, row.sha256, row.bytes, row.source_width,
-                              row.source_height, row.source_mode, row.converted, layout, origin=REUSED,
-                              source=tree.where(row))
+            new = ManifestRow.of(item, rel, layout, row, row.sha256, row.bytes, origin=REUSED,
+                                 source=tree.where(row))
             return new, how, tree
         seen.add(how)
     return None, next(why for why in (DAMAGED, UNREACHABLE, UNPROVEN) if why in seen), None
@@ -291,8 +292,8 @@ def place(tree: Source, row: ManifestRow, root: Path, rel: str, no_links: set[Pa
 
 
 def _stop_if_disk(exc: OSError, root: Path, rel: str) -> None:
-    if exc.errno in DISK_ERRNOS:
-        raise StoreError(f"cannot write {str(root / rel)!r}: {exc.strerror or exc}") from None
+    if disk_wide(exc):
+        raise store_error(f"cannot write {str(root / rel)!r}", exc) from None
 
 
 def make_folders(root: Path, folders: Iterable[str]) -> None:

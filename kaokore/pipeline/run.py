@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from typing import TextIO
 
@@ -24,25 +25,20 @@ from .._version import __version__
 from ..dataset import metadata as md
 from ..dataset.layout import any_layout_folders
 from ..dataset.versions import Version
-from ..description.write import download_command, prepare_description, write_dataset_description
+from ..description.listing import prepare_description
+from ..description.write import download_command, write_dataset_description
 from ..errors import DirectoryError, Interrupted, RunStopped
-from ..storage.directory import IDENTIFYING_FILES
-from ..storage.store import (
-    Journal,
-    ManifestRow,
-    StoreError,
-    exclusive,
-    prepare_folders,
-    remove_temporaries,
-    write_manifest,
-    write_root_files,
-    write_state,
-)
+from ..storage.identify import IDENTIFYING_FILES
+from ..storage.lock import exclusive
+from ..storage.manifest import Journal, write_manifest, write_state
+from ..storage.records import ManifestRow, State
+from ..storage.store import StoreError, prepare_folders, remove_temporaries, write_root_files
 from .bookkeeping import count_plan, reserve, save, settle
-from .fetch import RetryPolicy, fetch_images
+from .fetch import fetch_images
 from .opening import Opened, look_first, open_dir
 from .options import Options, check_options
 from .plan import Plan, make_plan, select
+from .records import RetryPolicy
 from .report import Summary, log, note
 from .reuse import Source, planner
 from .session import make_session
@@ -170,7 +166,7 @@ def download(
 
 
 def _plan(options: Options, opened: Opened, selection: Sequence[md.Item], sources: list[Source],
-          summary: Summary) -> tuple[Plan, dict]:
+          summary: Summary) -> tuple[Plan, State]:
     """Bring DIR into the layout and record its state; the plan, and that state.
 
     The disk filling up (or turning read-only), or Ctrl-C, before a single image is fetched
@@ -215,14 +211,14 @@ def _make_plan(options: Options, opened: Opened, selection: Sequence[md.Item], s
         journal.close()
 
 
-def _write_state(options: Options, opened: Opened) -> dict:
+def _write_state(options: Options, opened: Opened) -> State:
     """kaokore.json, written only now: the files are where this layout puts them, so it may say so.
     The record of the description is carried over as it was: it says what the files were made of,
-    not what DIR holds. The state, without that record."""
-    meta, described = opened.meta, opened.described
-    state = {"dataset_version": opened.version.name, "layout": opened.layout, "metadata_pinned": meta.pinned,
-             "metadata_sha256": {n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES}, "kaokore": __version__}
-    write_state(options.root, **state, **({"description": described} if described is not None else {}))
+    not what DIR holds."""
+    meta = opened.meta
+    state = State(opened.version.name, opened.layout, meta.pinned,
+                  {n: md.sha256(meta.files[n]) for n in IDENTIFYING_FILES}, __version__, opened.described)
+    write_state(options.root, state)
     return state
 
 
@@ -249,7 +245,7 @@ def _fetch(options: Options, session: requests.Session, layout: str, plan: Plan,
     return None
 
 
-def _describe(options: Options, opened: Opened, rows: dict[str, ManifestRow], state: dict,
+def _describe(options: Options, opened: Opened, rows: dict[str, ManifestRow], state: State,
               preparation: _Preparation) -> DirectoryError | None:
     """croissant.json, the card and imagefolder's files, kept true every run (a layout switch included);
     the error, if the disk filled up at this last moment (the summary is still shown)."""
@@ -260,7 +256,7 @@ def _describe(options: Options, opened: Opened, rows: dict[str, ManifestRow], st
             command=download_command(root, version, layout, options.splits, options.limit, options.metadata_dir),
             prepared=preparation.result(), record=described)
         if record != described:
-            write_state(root, **state, description=record)
+            write_state(root, replace(state, description=record))
     except DirectoryError as exc:  # StoreError included
         return exc
     return None

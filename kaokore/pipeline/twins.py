@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..dataset.iiif import parse, request_key
 from ..dataset.metadata import Item
-from ..storage.store import ManifestRow
+from ..storage.records import ManifestRow
+from .records import Failure
 from .report import Summary
 from .reuse import COPIED, LINKED, REUSED, Source, make_folders, place
-from .scheduler import Failure
 
 
 @dataclass(frozen=True)

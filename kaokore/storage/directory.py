@@ -21,16 +21,20 @@ from pathlib import Path
 
 from .. import hints
 from ..dataset import metadata as md
-from ..dataset import versions
-from ..dataset.layout import DEFAULT_LAYOUT, FLAT_FOLDER, LAYOUTS, SPLITS, TOP_FOLDERS, candidate_paths, image_path
-from ..dataset.versions import DEFAULT_VERSION, METADATA_FILES, Version, get_version
+from ..dataset.layout import (
+    FLAT_FOLDER,
+    LAYOUTS,
+    TOP_FOLDERS,
+    candidate_paths,
+    guess_layout,
+    image_path,
+)
+from ..dataset.versions import METADATA_FILES, Version
 from ..errors import DirectoryError, UsageError
+from .identify import IDENTIFYING_FILES, judge_version
+from .manifest import read_manifest, read_state
+from .records import ManifestRow
 from .safefs import read_file, scan_names
-from .store import ManifestRow, read_manifest, read_state
-
-# The files whose bytes tell one version from another, strongest first: urls.txt decides
-# which image N is; labels.csv and original_tags.txt are what upstream's download.py copies.
-IDENTIFYING_FILES = ("urls.txt", "labels.csv", "original_tags.txt")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,56 @@ class DatasetDir:
         return self.version is not None and all(
             name in self.files and md.sha256(self.files[name]) == digest
             for name, digest in self.version.sha256.items())
+
+    def version_for(self, requested: str | None = None, *, default: str | None = None, firm: bool = True) -> str:
+        """The name of the version a command works on in DIR, or a one-line refusal: the one rule
+        every command that takes a version (download, verify) follows.
+
+        DIR's own `version` when it is known, else `requested`, else `default` when DIR holds
+        no images. A `requested` version that contradicts DIR's is refused when `firm` (a
+        download would mix two versions' images; the refusal says where the other version can
+        go), else only when DIR's metadata files are its version's pinned bytes: otherwise
+        they are checked against `requested`, which then wins.
+
+        Parameters
+        ----------
+        requested : str, optional
+            The name of the version asked for (a known one).
+        default : str, optional
+            The version of a DIR that holds no images and says nothing; None: such a DIR is refused.
+        firm : bool
+            Refuse any `requested` that contradicts DIR's version, not only one its pinned files contradict.
+
+        Raises
+        ------
+        UsageError
+            `requested` contradicts DIR's version; or nothing tells the version, and none was asked for.
+        """
+        known = self.version
+        if known is not None and requested is not None and requested != known.name:
+            if not firm and not self.pinned:
+                return requested
+            where = f"; use another --dir for {requested}: {_reuse_hint(self, requested)}" if firm else ""
+            raise UsageError(f"{self.root} holds KaoKore {known.name} ({self.evidence}), not {requested}{where}")
+        if known is not None:
+            return known.name
+        if requested is not None:
+            return requested
+        if default is not None and not self.holds_images:
+            return default
+        raise UsageError(f"cannot tell which KaoKore version {self.root} holds ({self.evidence}); "
+                         f"pass --dataset_version")
+
+    @property
+    def metadata_origin(self) -> str:
+        """Whose DIR's metadata files are: "pinned" (byte for byte its version's), "custom" (the user's
+        own, from --metadata-dir), "altered" (neither) or "unknown" (no version can be told)."""
+        if self.pinned:
+            return "pinned"
+        if self.version is None:
+            return "unknown"
+        # From --metadata-dir: there is no pin to hold the files to.
+        return "custom" if self.state.get("metadata_pinned") is False else "altered"
 
     def own_metadata(self) -> dict[str, bytes] | None:
         """DIR's metadata copies when DIR was downloaded from the user's own files (``--metadata-dir``)
@@ -219,7 +273,7 @@ def inspect(dir: str | os.PathLike, *, manifest_later: bool = False) -> DatasetD
     state = read_state(root)
     manifest = _LaterManifest(root) if manifest_later else read_manifest(root)
     image_files = frozenset(_scan_images(root))
-    version, evidence = _identify(files, state)
+    version, evidence = judge_version(files, state)
     layout = _detect_layout(state, manifest, image_files)
     return DatasetDir(root, state, manifest, files, version, evidence, layout, image_files)
 
@@ -227,157 +281,28 @@ def inspect(dir: str | os.PathLike, *, manifest_later: bool = False) -> DatasetD
 def _scan_images(root: Path) -> set[str]:
     """One directory listing per folder, not one stat per image: a full tree is ~10,000 files.
     A folder that is a symbolic link leading outside DIR is not read: what is there is not DIR's."""
-    found: set[str] = set()
+    images: set[str] = set()
     image = md.IMAGE_NAME.fullmatch
     for top in TOP_FOLDERS:
         files, folders = scan_names(root, top)
-        found.update(f"{top}/{name}" for name in files if image(name))
+        images.update(f"{top}/{name}" for name in files if image(name))
         if top != FLAT_FOLDER:
             for name in folders:
                 sub = f"{top}/{name}"
-                found.update(f"{sub}/{n}" for n in scan_names(root, sub)[0] if image(n))
-    return found
-
-
-def _identify(files: Mapping[str, bytes], state: Mapping) -> tuple[Version | None, str]:
-    """The version DIR holds, judged by its files' pins first and its state file second.
-
-    urls.txt decides which image N is: when DIR has one that matches no pin (the user's own,
-    from --metadata-dir), the pins of its other files say nothing about its images.
-    """
-    pinned_as: dict[str, set[str]] = {}  # file -> the versions whose pin it matches
-    for name in IDENTIFYING_FILES:
-        if name in files:
-            digest = md.sha256(files[name])
-            pinned_as[name] = {v.name for v in versions.VERSIONS.values() if v.sha256[name] == digest}
-    said = state.get("dataset_version") if state.get("dataset_version") in versions.VERSIONS else None
-    own_urls = "urls.txt" in pinned_as and not pinned_as["urls.txt"]
-    matched = {n: vs for n, vs in pinned_as.items() if vs}
-    if matched and not own_urls:
-        common = set.intersection(*matched.values())
-        if not common:
-            parts = ", ".join(f"{n} is {' or '.join(sorted(vs))}'s" for n, vs in matched.items())
-            return None, f"its metadata files belong to different versions ({parts})"
-        source = next(n for n in IDENTIFYING_FILES if n in matched)
-        name = said if said in common else sorted(common)[0]
-        if said and said not in common:
-            return None, f"kaokore.json says {said} but {source} is {name}'s"
-        return versions.VERSIONS[name], f"{source} is the pinned copy of {name}"
-    if said:
-        recorded = state.get("metadata_sha256") or {}
-        # kaokore.json written before the digests were recorded trusts the urls.txt it sits with.
-        if own_urls and "urls.txt" in recorded and recorded["urls.txt"] != md.sha256(files["urls.txt"]):
-            return None, f"kaokore.json says {said}, but urls.txt has changed since it was written"
-        # Custom metadata (--metadata-dir), or pinned copies since deleted or edited: the state is our record.
-        return versions.VERSIONS[said], f"kaokore.json says {said}"
-    if own_urls:
-        return None, "its urls.txt matches no pinned version and it has no kaokore.json"
-    if not files:
-        return None, "it has no metadata files (labels.csv, urls.txt, ...) and no kaokore.json"
-    return None, "none of its metadata files matches a pinned version and it has no kaokore.json"
+                images.update(f"{sub}/{n}" for n in scan_names(root, sub)[0] if image(n))
+    return images
 
 
 def _detect_layout(state: Mapping, manifest: Mapping[str, ManifestRow], image_files: frozenset[str]) -> str:
-    """The state file says; failing that the manifest, and failing that where the images are.
-    An images_256/ tree with no state file is upstream's, which is the flat layout."""
+    """The state file says; failing that the manifest, and failing that where the images are."""
     if state.get("layout") in LAYOUTS:
         return state["layout"]
     if manifest:
         return Counter(r.layout for r in manifest.values()).most_common(1)[0][0]
-    folders = Counter(rel.rsplit("/", 1)[0] for rel in image_files)
-    if any(f == FLAT_FOLDER for f in folders):
-        return "flat"
-    # train/male/... or train/noble/...: which category is judged by the class folder names
-    class_folders = {f.split("/")[1] for f in folders if f.count("/") == 1 and f.split("/")[0] in SPLITS}
-    if class_folders & {"male", "female"}:
-        return "gender"
-    if class_folders:
-        return "status"
-    return DEFAULT_LAYOUT
+    return guess_layout(rel.rsplit("/", 1)[0] for rel in image_files)
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """What a download will make of DIR; what `resolve` returns.
-
-    Attributes
-    ----------
-    version : Version
-        The version the download completes DIR in.
-    layout : str
-        The layout it leaves DIR in.
-    adopt : bool
-        Whether files with no manifest row may be kept as this version's images.
-    """
-
-    version: Version
-    layout: str
-    adopt: bool  # whether files with no manifest row may be kept as this version's images
-
-
-def resolve(d: DatasetDir, dataset_version: str | Version | None, layout: str | None,
-            custom_files: Mapping[str, bytes] | None = None) -> Resolved:
-    """The version and layout a download completes DIR in, or a one-line refusal.
-
-    A recognised tree is completed in its own version; an explicit version that
-    contradicts it is refused. A tree holding images of a version nobody can tell
-    is refused unless the user names the version.
-
-    Parameters
-    ----------
-    d : DatasetDir
-        What `inspect` found.
-    dataset_version : str or Version, optional
-        The version asked for; None: DIR's own, else that of the custom files, else "1.0".
-    layout : str, optional
-        The layout asked for; None: DIR's own when it holds images (or kaokore.json
-        names one), else "split".
-    custom_files : Mapping of str to bytes, optional
-        The metadata files of ``--metadata-dir``, by name.
-
-    Returns
-    -------
-    Resolved
-
-    Raises
-    ------
-    UsageError
-        An unknown version; a version that contradicts DIR's or the custom files';
-        or images of a version that cannot be told, and none named.
-    """
-    def named(name: str) -> Version:
-        # A caller's own registry entry (tests, benchmarks, mirrors) is taken as it is.
-        return dataset_version if isinstance(dataset_version, Version) else get_version(name)
-
-    requested = dataset_version.name if isinstance(dataset_version, Version) else dataset_version
-    if requested is not None:
-        named(requested)  # an unknown name is a usage error before anything else
-    custom = _custom_version(custom_files)
-    if custom is not None and requested is not None and custom.name != requested:
-        raise UsageError(f"the --metadata-dir files are KaoKore {custom.name}'s, not {requested}'s; "
-                         f"pass --dataset_version {custom.name}")
-    requested = requested or (custom.name if custom else None)
-    where = str(d.root)
-    if d.version is not None:
-        if requested is not None and requested != d.version.name:
-            raise UsageError(f"{where} holds KaoKore {d.version.name} ({d.evidence}), not {requested}; "
-                             f"use another --dir for {requested}: {_reuse_hint(d, requested)}")
-        version = named(d.version.name)
-        adopt = _may_adopt(d, version, custom_files)
-    elif d.holds_images:
-        if requested is None:
-            raise UsageError(f"cannot tell which KaoKore version {where} holds ({d.evidence}); "
-                             f"pass --dataset_version")
-        version = named(requested)
-        adopt = _may_adopt(d, version, custom_files)  # the user has said which version the images are
-    else:
-        version = named(requested or DEFAULT_VERSION)
-        adopt = False  # nothing to adopt
-    chosen = layout or (d.layout if d.holds_images or d.state.get("layout") in LAYOUTS else DEFAULT_LAYOUT)
-    return Resolved(version, chosen, adopt)
-
-
-def _reuse_hint(d: DatasetDir, requested: str) -> str:
+def _reuse_hint(dataset_dir: DatasetDir, requested: str) -> str:
     """The download of `requested` beside DIR that takes DIR's images of the same requests (the
     versions share most of them), into a directory that would not refuse it."""
     def usable(path: Path) -> bool:
@@ -389,114 +314,9 @@ def _reuse_hint(d: DatasetDir, requested: str) -> str:
             return False
         return other.version.name == requested if other.version is not None else not other.holds_images
 
-    command = hints.reuse_command(hints.beside(d.root, requested, usable), requested, d.root)
-    if d.manifest:
-        return f"{command} fetches only the images {d.root} lacks"
+    root = dataset_dir.root
+    command = hints.reuse_command(hints.beside(root, requested, usable), requested, root)
+    if dataset_dir.manifest:
+        return f"{command} fetches only the images {root} lacks"
     # A tree from upstream's download.py has no manifest, and is no source until kaokore has completed it.
-    return f"{hints.command('download', d.root)} first completes {d.root}, then {command} fetches only what it lacks"
-
-
-def _custom_version(files: Mapping[str, bytes] | None) -> Version | None:
-    """The pinned version the user's --metadata-dir files are, if they are one."""
-    if files is None or "urls.txt" not in files:
-        return None
-    digest = md.sha256(files["urls.txt"])
-    return next((v for v in versions.VERSIONS.values() if v.sha256["urls.txt"] == digest), None)
-
-
-def _may_adopt(d: DatasetDir, version: Version, custom_files: Mapping[str, bytes] | None) -> bool:
-    """Whether a file with no manifest row may be kept as image N: only if the urls.txt this run
-    numbers images by (the user's own, or `version`'s pinned one) is the one DIR's images came from."""
-    digest = md.sha256(custom_files["urls.txt"]) if custom_files is not None else version.sha256["urls.txt"]
-    if "urls.txt" in d.files:
-        return md.sha256(d.files["urls.txt"]) == digest
-    if d.version is not None:  # recognised without a urls.txt (upstream's tree): by its pins
-        return digest == d.version.sha256["urls.txt"]
-    return True  # nothing in DIR says otherwise, and the user has named the version
-
-
-# ---- reading a complete tree (verify, info, preview) ---------------------------------------------
-
-@dataclass(frozen=True)
-class Tree:
-    """A dataset directory with its metadata parsed and the images that are where its layout puts them.
-
-    What `open_tree` returns; `root`, `layout`, `state`, `manifest` and `version` are
-    those of `dir`.
-
-    Attributes
-    ----------
-    dir : DatasetDir
-        What `inspect` found.
-    meta : Metadata
-        The parsed metadata files.
-    present : frozenset of str
-        Names of the images found at the path the layout gives them.
-    """
-
-    dir: DatasetDir
-    meta: md.Metadata
-    present: frozenset[str]  # names of images found at the path the layout gives them
-
-    @property
-    def root(self) -> Path:
-        return self.dir.root
-
-    @property
-    def layout(self) -> str:
-        return self.dir.layout
-
-    @property
-    def state(self) -> Mapping:
-        return self.dir.state
-
-    @property
-    def manifest(self) -> Mapping[str, ManifestRow]:
-        return self.dir.manifest
-
-    @property
-    def version(self) -> Version | None:
-        return self.dir.version
-
-    def path(self, item: md.Item) -> Path:
-        """Where the layout puts `item`, present or not."""
-        return self.dir.path(item, self.meta.classes)
-
-
-def open_tree(dir: str | os.PathLike) -> Tree:
-    """Read DIR for `verify`, `info` and `preview`: all five metadata copies must be there.
-
-    Parameters
-    ----------
-    dir : str or os.PathLike
-        The dataset directory.
-
-    Returns
-    -------
-    Tree
-
-    Raises
-    ------
-    DirectoryError
-        DIR does not exist, is not a directory, or lacks a metadata file.
-    MetadataError
-        A metadata file is malformed.
-    """
-    d = inspect(dir)
-    root = d.root
-    if not root.exists():
-        raise DirectoryError(f"{str(root)!r} does not exist; {hints.download_first(root)}")
-    if not root.is_dir():
-        raise DirectoryError(f"{str(root)!r} is not a directory")
-    if not d.files:
-        raise DirectoryError(f"{str(root)!r} holds no KaoKore metadata (urls.txt, labels.csv, ...); "
-                             f"{hints.download_first(root)}")
-    missing = [name for name in METADATA_FILES if name not in d.files]
-    if missing:
-        what = "a tree from upstream's download.py" if d.image_files and "urls.txt" in missing else "incomplete"
-        raise DirectoryError(f"{str(root)!r} lacks {', '.join(missing)} ({what}); "
-                             f"{hints.command('download', root)} completes it")
-    meta = md.parse(d.files, pinned=d.pinned)
-    present = frozenset(item.name for item in meta.downloadable
-                        if image_path(item, d.layout, meta.classes) in d.image_files)
-    return Tree(d, meta, present)
+    return f"{hints.command('download', root)} first completes {root}, then {command} fetches only what it lacks"

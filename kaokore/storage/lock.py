@@ -20,7 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DirectoryError
-from .safefs import open_fd, same_file
+from .safefs import same_file
+from .safewrite import open_fd
 
 LOCK = ".kaokore.lock"
 # Someone only looking (verify, info) holds the lock shared for microseconds; a download
