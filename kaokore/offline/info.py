@@ -13,7 +13,6 @@ import os
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from types import MappingProxyType
 
 from .. import defaults
 from ..dataset import metadata as md
@@ -332,37 +331,35 @@ def format_table(category: str, table: Table) -> list[str]:
 
 # ---- command line --------------------------------------------------------------------------------
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "info", help="class balance and completeness of a downloaded tree (offline)",
-        description="Summarize a dataset directory without the network: version, layout, images present, "
-                    "counts per split x gender and split x status, unlabeled images, and how many images "
-                    "were re-encoded on download.")
-    p.add_argument("--dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
+DESCRIPTION = ("Summarize a dataset directory without the network: version, layout, images present, counts per "
+               "split x gender and split x status, unlabeled images, and how many images were re-encoded on "
+               "download.")
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """`kaokore info`'s flags, `--dir` aside (kaokore.cli declares it for every command)."""
     p.add_argument("--json", action="store_true", help="print the same data as JSON on stdout")
-    p.add_argument("--by", choices=BY, help="also count images by source work, holder or face orientation "
-                                            "(from original_tags.txt)")
-    p.set_defaults(run=run)
+    p.add_argument("--by", choices=BY_CHOICES, help="also count images by source work, holder or face orientation "
+                                                    "(from original_tags.txt)")
 
 
 def run(args: argparse.Namespace) -> int:
     refuse_while_held(args.dir)
     tree = open_tree(args.dir)
     info = info_from_tree(tree)
-    by = getattr(args, "by", None)
+    by = args.by
     counts = counts_by(tree, by) if by else None
     if args.json:
         doc = info.to_json()
         if counts is not None:
-            doc["by"] = {"attribute": BY[by], "counts": counts}
+            doc["by"] = {"attribute": by, "counts": counts}
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         print(info.text() + ("\n\n" + "\n".join(format_counts(by, counts)) if counts is not None else ""))
     return EXIT_OK
 
 
-# --by value -> Attributes field
-BY = MappingProxyType({"work": "work", "holder": "holder", "orientation": "orientation"})
+BY_CHOICES = ("work", "holder", "orientation")  # --by: the `Attributes` fields worth counting
 
 
 def counts_by(tree: Tree, by: str) -> dict[str, dict[str, int]]:
@@ -370,7 +367,7 @@ def counts_by(tree: Tree, by: str) -> dict[str, dict[str, int]]:
     listed, present = Counter(), Counter()
     for item in tree.meta.downloadable:
         attrs = tree.meta.attributes.get(item.index)
-        value = getattr(attrs, BY[by]) if attrs is not None else ""
+        value = getattr(attrs, by) if attrs is not None else ""
         value = value or "(not recorded)"
         listed[value] += 1
         present[value] += item.name in tree.present

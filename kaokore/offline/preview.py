@@ -445,14 +445,13 @@ def _font(size: int):
 
 # ---- command line --------------------------------------------------------------------------------
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "preview", help="draw a contact sheet of faces (one row per class, or a mosaic)",
-        description="Write a PNG contact sheet of the faces under DIR, read from disk only. By default one "
-                    "row per status class; --by gender for gender; --by none (or --mosaic, or giving "
-                    "--rows/--cols, or --split unlabeled) for a plain mosaic. Faces are drawn at random, "
-                    "reproducibly for a --seed.")
-    p.add_argument("--dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
+DESCRIPTION = ("Write a PNG contact sheet of the faces under DIR, read from disk only. By default one row per "
+               "status class; --by gender for gender; --by none (or --mosaic, or giving --rows/--cols, or --split "
+               "unlabeled) for a plain mosaic. Faces are drawn at random, reproducibly for a --seed.")
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """`kaokore preview`'s flags, `--dir` aside (kaokore.cli declares it for every command)."""
     p.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
     p.add_argument("--by", choices=BY_CHOICES, default=None,
                    help=f"one labelled row per class of this category, or none for a mosaic (default: {DEFAULT_BY}, "
@@ -470,7 +469,6 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="which faces are drawn (default: %(default)s); "
                    "the same seed on the same tree gives the same sheet")
     p.add_argument("--names", action="store_true", help="print each face's image number on its tile")
-    p.set_defaults(run=run)
 
 
 def resolve_by(args: argparse.Namespace) -> str | None:
