@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hints
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
 from ..dataset.attributes import Attributes
@@ -20,7 +21,6 @@ from ..errors import DirectoryError, KaokoreError, MetadataError, UsageError
 from ..storage.directory import inspect
 
 TARGETS = (*md.CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
-IMAGE_SIZE = 256  # every image `kaokore download` writes is a 256x256 RGB JPEG
 EXAMPLES_SHOWN = 5  # missing image names quoted in the warning
 
 
@@ -88,7 +88,7 @@ class Index:
             shown = ", ".join(self.not_downloaded[:EXAMPLES_SHOWN])
             more = ", ..." if len(self.not_downloaded) > EXAMPLES_SHOWN else ""
             parts.append(f"{len(self.not_downloaded)} not downloaded ({shown}{more}; "
-                         f"`kaokore download --dir {self.root}` fetches them)")
+                         f"{hints.command('download', self.root)} fetches them)")
         if self.unavailable:
             parts.append(f"{len(self.unavailable)} with no URL in urls.txt (unavailable upstream)")
         missing = len(self.not_downloaded) + len(self.unavailable)
@@ -138,7 +138,7 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
     path = Path(os.path.expanduser(os.fspath(root))).resolve()
     if not path.is_dir():
         raise DirectoryError(f"{str(path)!r} is not a directory; download the dataset first "
-                             f"(`kaokore download --dir {root}`, or download=True)")
+                             f"({hints.command('download', root)}, or download=True)")
     found_in = inspect(path)  # the same reading of DIR as download, verify and info
     # The metadata copies as inspect read them: never through a link leading outside DIR.
     classes = md.parse_classes(_read(found_in.files, path, "labels.metadata.en.txt"))
@@ -171,7 +171,7 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
     if not samples and (not_downloaded or unavailable):
         raise DirectoryError(
             f"none of the {len(not_downloaded) + len(unavailable)} labelled {split} images is under "
-            f"{str(path)!r}; download them first (`kaokore download --dir {root}`, or download=True)")
+            f"{str(path)!r}; download them first ({hints.command('download', root)}, or download=True)")
     names = classes[category] if category in md.CATEGORIES else ATTRIBUTE_CLASSES[category]
     return Index(str(path), split, category, tuple(names), tuple(samples),
                  tuple(not_downloaded), tuple(unavailable), tuple(kept) if attributes else ())

@@ -391,4 +391,4 @@ def _pad(text: str, width: int) -> str:
     return text + " " * (width - _columns(text))
 
 
-__all__ = ["plural", "DatasetInfo", "ManifestCounts", "Tree", "dataset_info", "open_tree", "format_info"]
+__all__ = ["plural", "DatasetInfo", "ManifestCounts", "dataset_info", "format_info"]
