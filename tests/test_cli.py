@@ -87,7 +87,8 @@ def test_every_command_defaults_to_the_quickstarts_dir(command):
 
 def test_the_api_defaults_to_the_quickstarts_dir_too():
     from kaokore.offline.info import dataset_info
-    from kaokore.offline.preview import contact_sheet, plan_sheet
+    from kaokore.offline.preview import contact_sheet
+    from kaokore.offline.sheet import plan_sheet
 
     for function in (kaokore.download, kaokore.verify, dataset_info, plan_sheet, contact_sheet):
         assert inspect.signature(function).parameters["dir"].default == "data", function

@@ -97,7 +97,7 @@ class DatasetInfo:
         How the images present were made; None when DIR has no manifest.
     fingerprint : str
         The dataset fingerprint of the manifest (``"sha256:<hex>"``, see
-        `kaokore.fingerprint`), to compare two copies.
+        `kaokore.description.fingerprint`), to compare two copies.
     """
 
     dir: str
@@ -113,7 +113,7 @@ class DatasetInfo:
     labels: dict[str, Table]  # category -> split -> class -> rows of labels.csv
     on_disk: dict[str, Table]  # the same, counting only images present
     manifest: ManifestCounts | None  # None: DIR has no manifest
-    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.fingerprint), to compare copies
+    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.description.fingerprint), to compare copies
 
     @property
     def metadata_pinned(self) -> bool:
@@ -172,7 +172,7 @@ def dataset_info(dir: str | os.PathLike = defaults.DIR) -> DatasetInfo:
 
     Examples
     --------
-    >>> from kaokore.info import dataset_info
+    >>> from kaokore.offline.info import dataset_info
     >>> info = dataset_info("data")
     >>> info.labels["status"]["train"]
     """

@@ -89,7 +89,7 @@ class VerifyReport:
         Everything wrong, images and metadata files alike; empty when the tree is intact.
     fingerprint : str
         The dataset fingerprint of the manifest (``"sha256:<hex>"``, see
-        `kaokore.fingerprint`), to compare two copies.
+        `kaokore.description.fingerprint`), to compare two copies.
     """
 
     dir: str
@@ -99,7 +99,7 @@ class VerifyReport:
     expected: int = 0
     intact: int = 0
     problems: list[Problem] = field(default_factory=list)
-    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.fingerprint), to compare copies
+    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.description.fingerprint), to compare copies
 
     @property
     def ok(self) -> bool:
