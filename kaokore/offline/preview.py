@@ -16,7 +16,7 @@ from .. import defaults, hints
 from ..dataset.layout import UNLABELED
 from ..errors import EXIT_OK, DirectoryError, UsageError
 from ..storage.store import atomic_write
-from .info import plural
+from .info_report import plural
 from .sheet import (
     BY_CHOICES,
     DEFAULT_BY,

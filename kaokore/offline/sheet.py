@@ -14,7 +14,7 @@ from .. import defaults
 from ..dataset.layout import SPLIT_CHOICES, UNLABELED
 from ..errors import UsageError
 from ..storage.directory import Tree, open_tree
-from .info import plural
+from .info_report import plural
 
 BY_CHOICES = ("status", "gender", "none")
 DEFAULT_BY = "status"
