@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .. import hints
 from ..dataset.layout import SPLITS, UNLABELED
 from ..dataset.metadata import CATEGORIES
 
@@ -147,8 +148,8 @@ def format_info(info: DatasetInfo) -> str:
     pin = {
         "pinned": f"metadata: the pinned {info.dataset_version} files",
         "custom": "metadata: your own (--metadata-dir), not pinned",
-        "unknown": "metadata: of no version kaokore can tell, run `kaokore verify`",
-    }.get(info.metadata, "metadata: NOT the pinned files, run `kaokore verify`")
+        "unknown": f"metadata: of no version kaokore can tell, run {hints.command('verify', info.dir)}",
+    }.get(info.metadata, f"metadata: NOT the pinned files, run {hints.command('verify', info.dir)}")
     lines = [f"KaoKore {info.dataset_version} in {info.dir} ({info.layout} layout; {pin})", ""]
 
     state = "complete" if info.complete else f"{info.expected - info.present:,} missing"
@@ -177,7 +178,7 @@ def format_info(info: DatasetInfo) -> str:
             lines += ["", "On disk (only the images present)"]
             for category in CATEGORIES:
                 lines += [""] + format_table(category, info.on_disk[category])
-        lines += ["", "Run `kaokore download` with the same --dir to fetch what is missing."]
+        lines += ["", f"Run {hints.command('download', info.dir)} to fetch what is missing."]
     return "\n".join(lines)
 
 

@@ -76,7 +76,7 @@ def render(plan: SheetPlan, *, names: bool = False, unreadable: list[str] | None
 
     _text_in_band(draw, (g.gap, 0, sheet.width - g.gap, g.title), plan.title, font, TEXT)
     y = g.title
-    where = "all splits" if plan.split == "all" else plan.split
+    where = plan.where
     for row in plan.rows:
         if plan.by is not None:
             draw.rectangle((0, y, sheet.width, y + g.band - 1), fill=BAND)
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     what = f"{len(plan.rows)} rows by {by} x {plan.cols} faces" if by else f"{len(plan.rows)}x{plan.cols} mosaic"
     shown = sum(len(r.picks) for r in plan.rows)
     print(f"wrote {out} ({width}x{height} px): {what}, {shown} faces from "
-          f"{'all splits' if plan.split == 'all' else plan.split}, seed {plan.seed}")
+          f"{plan.where}, seed {plan.seed}")
     return EXIT_OK
 
 

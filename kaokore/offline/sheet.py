@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import defaults
+from .. import defaults, hints
 from ..dataset.layout import SPLIT_CHOICES, UNLABELED
 from ..errors import UsageError
 from ..storage.directory import Tree, open_tree
@@ -73,6 +73,11 @@ class SheetPlan:
     cols: int
     rows: tuple[Row, ...]
     notes: tuple[str, ...]  # what a person should know: short rows, missing classes
+
+    @property
+    def where(self) -> str:
+        """The split the faces come from, as a sheet's captions and notes name it."""
+        return _where(self.split)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -147,13 +152,13 @@ def plan_sheet(dir: str | os.PathLike | Tree = defaults.DIR, by: str | None = DE
     _check_options(by, split, per_class, rows, cols, tile)
     in_split = [item for item in tree.meta.downloadable
                 if item.name in tree.present and (split == "all" or (item.split or UNLABELED) == split)]
-    where = "all splits" if split == "all" else split
+    where = _where(split)
     if by is None:
         cols_, sheet_rows, notes = cols, *_mosaic_rows(tree, in_split, rows, cols, seed, where)
     else:
         cols_, sheet_rows, notes = per_class, *_class_rows(tree, in_split, by, split, per_class, seed, where)
     if not tree.present:
-        notes.insert(0, "no images on disk yet: run `kaokore download` with this --dir")
+        notes.insert(0, f"no images on disk yet: run {hints.command('download', tree.root)}")
     version = tree.state.get("dataset_version", "")
     title = "  |  ".join([f"KaoKore {version}".strip(), f"by {by}" if by else "mosaic", where, f"seed {seed}"])
     plan = SheetPlan(title, by, split, seed, tile, cols_, sheet_rows, tuple(notes))
@@ -191,6 +196,10 @@ def _class_rows(tree: Tree, candidates: list, by: str, split: str, per_class: in
             notes.append(f"{name}: only {plural(len(members), 'image')} present in {where}{missing}; "
                          f"{plural(per_class - len(members), 'tile')} left empty")
     return tuple(sheet_rows), notes
+
+
+def _where(split: str) -> str:
+    return "all splits" if split == "all" else split
 
 
 def _shuffled(items, seed: int, key: str) -> list:
