@@ -1,6 +1,4 @@
-"""The command line: a thin argparse layer over `kaokore.download` and `kaokore.verify`.
-
-`COMMANDS` is the one table of subcommands: each one's help, its flags and what runs it.
+"""The command line: one table of subcommands (`COMMANDS`), a thin argparse layer over the library.
 
 Multi-word flags take both spellings, `--per-host` and `--per_host`; help shows
 the one the docs use (dashes, but upstream's `--dataset_version` and
@@ -24,7 +22,7 @@ from ._version import __version__
 from .dataset.layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .dataset.versions import DEFAULT_VERSION, VERSIONS
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError, UsageError, exit_status_help
-from .offline import info, overlap, preview
+from .offline import info, preview
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
 DOWNLOAD_DESCRIPTION = """\
@@ -255,6 +253,8 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _run_versions(args: argparse.Namespace) -> int:
     if args.overlap:
+        from .offline import overlap  # here: only --overlap needs it, and every other command would pay for it
+
         return overlap.run(args)
     if args.upstream_dir or args.metadata_url or args.json:
         raise UsageError("--upstream-dir, --metadata-url and --json go with --overlap")

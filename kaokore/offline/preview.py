@@ -31,7 +31,9 @@ from .sheet import (
     plan_sheet,
 )
 
-if TYPE_CHECKING:  # Pillow is imported where a sheet is drawn: `kaokore info` imports this module too
+# Pillow is imported in the functions that draw: kaokore.cli imports this module for every command,
+# and loading Pillow would slow `kaokore info` and `versions`.
+if TYPE_CHECKING:
     from PIL import Image, ImageDraw
 
 BACKGROUND = (28, 28, 30)
