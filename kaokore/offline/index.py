@@ -16,11 +16,12 @@ from .. import hints
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
 from ..dataset.attributes import Attributes
+from ..dataset.labels import CATEGORIES, parse_classes, parse_labels
 from ..dataset.layout import SPLITS
 from ..errors import DirectoryError, KaokoreError, MetadataError, UsageError
 from ..storage.directory import DatasetDir, inspect
 
-TARGETS = (*md.CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
+TARGETS = (*CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
 EXAMPLES_SHOWN = 5  # missing image names quoted in the warning
 
 
@@ -153,7 +154,7 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
         raise DirectoryError(
             f"none of the {len(not_downloaded) + len(unavailable)} labelled {split} images is under "
             f"{str(path)!r}; download them first ({hints.command('download', root)}, or download=True)")
-    names = classes[category] if category in md.CATEGORIES else ATTRIBUTE_CLASSES[category]
+    names = classes[category] if category in CATEGORIES else ATTRIBUTE_CLASSES[category]
     return Index(str(path), split, category, tuple(names), tuple(samples),
                  tuple(not_downloaded), tuple(unavailable), tuple(kept) if attributes else ())
 
@@ -172,7 +173,7 @@ def _dataset_root(root: str | os.PathLike, split: str, category: str) -> Path:
 
 
 def _label(item: md.Item, attrs: Attributes, category: str) -> int:
-    if category in md.CATEGORIES:
+    if category in CATEGORIES:
         return item.label(category)
     return ATTRIBUTE_CLASSES[category].index(getattr(attrs, category))
 
@@ -181,8 +182,8 @@ def _read_metadata(dataset_dir: DatasetDir, path: Path, category: str, attribute
     """The class names, labels.csv, urls.txt (None when DIR lacks it) and, when asked for, original_tags.txt."""
     # The metadata copies as inspect read them: never through a link leading outside DIR.
     files = dataset_dir.files
-    classes = md.parse_classes(_read(files, path, "labels.metadata.en.txt"))
-    labels = md.parse_labels(_read(files, path, "labels.csv"), classes)
+    classes = parse_classes(_read(files, path, "labels.metadata.en.txt"))
+    labels = parse_labels(_read(files, path, "labels.csv"), classes)
     urls = md.parse_urls(files["urls.txt"]) if "urls.txt" in files else None
     tags = {}
     if attributes or category in ATTRIBUTE_CLASSES:

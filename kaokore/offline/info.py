@@ -13,8 +13,8 @@ from collections import Counter
 
 from .. import defaults
 from ..dataset import metadata as md
+from ..dataset.labels import CATEGORIES
 from ..dataset.layout import SPLITS, UNLABELED, split_of
-from ..dataset.metadata import CATEGORIES
 from ..description.fingerprint import dataset_fingerprint
 from ..errors import EXIT_OK
 from ..storage.lock import refuse_while_held

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .. import hints
+from ..dataset.labels import CATEGORIES
 from ..dataset.layout import SPLITS, UNLABELED, unlabeled_folder
-from ..dataset.metadata import CATEGORIES
 
 Table = dict  # split -> class name -> count; a plain dict so it is its own JSON
 

@@ -21,6 +21,7 @@ from typing import TextIO
 from .. import defaults, hints
 from .._version import __version__
 from ..dataset import metadata as md
+from ..dataset.labels import parse_classes
 from ..dataset.layout import any_layout_folders, check_layout
 from ..dataset.versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
 from ..description.listing import prepare_description
@@ -184,7 +185,7 @@ def download(
     sources = open_sources(reuse, root)  # only read, never locked or written
     if custom_files is not None:
         # Where the classes are known already, even the lock file waits for this check.
-        check_dir(root, any_layout_folders(md.parse_classes(custom_files["labels.metadata.en.txt"])))
+        check_dir(root, any_layout_folders(parse_classes(custom_files["labels.metadata.en.txt"])))
     prepare_root(root)
     if options.ssl_unverified:
         note("warning: --ssl_unverified_context (verify=False): TLS certificates are NOT checked",
