@@ -1,4 +1,4 @@
-"""The command line: a thin argparse layer over `kaokore.download` and `kaokore.verify`.
+"""The command line: one table of subcommands (`COMMANDS`), a thin argparse layer over the library.
 
 Multi-word flags take both spellings, `--per-host` and `--per_host`; help shows
 the one the docs use (dashes, but upstream's `--dataset_version` and
@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from . import defaults
 from ._version import __version__
 from .dataset.layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .dataset.versions import DEFAULT_VERSION, VERSIONS
-from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, KaokoreError, UsageError
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupted,
+    KaokoreError,
+    UsageError,
+    exit_status_help,
+)
+from .offline import info, preview
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
 DOWNLOAD_DESCRIPTION = """\
@@ -44,21 +54,6 @@ What "is a 256x256 RGB JPEG" proves depends on the mode:
   --deep  every image is decoded in full, whatever its row says: also finds
           damage the manifest does not show (a row edited to match damaged
           bytes). About five times the CPU of a plain check."""
-
-VERIFY_EXIT_STATUSES = """exit status:
-  0    every listed image is present, intact and normalized; metadata matches its pins
-  1    problems found (one line each; --json lists them all)
-  2    bad usage, or DIR has no usable metadata"""
-
-# Modules that add their own subcommand through register(subparsers).
-PLUGGED_COMMANDS: tuple[str, ...] = ("offline.info", "offline.preview")
-
-EXIT_STATUSES = """exit status:
-  0    complete (download) / intact (verify)
-  1    some images failed (see failures.csv) / the tree is not intact
-  2    bad usage, bad or mismatched metadata, or an unusable --dir
-  130  interrupted (Ctrl-C); state was saved and a rerun resumes
-  141  the reader of stdout went away (e.g. `| head`)"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -116,11 +111,16 @@ def _flag(parser, name: str, **kwargs):
     return action
 
 
+def add_dir_option(parser: argparse.ArgumentParser, what: str = "dataset directory",
+                   default: str = defaults.DIR) -> None:
+    """`--dir`, the one flag every command but `versions` takes."""
+    _flag(parser, "dir", default=default, metavar="DIR", help=f"{what} (default: %(default)s)")
+
+
 def add_download_options(parser: argparse.ArgumentParser, *, threads_default: int = defaults.THREADS,
                          dir_default: str = defaults.DIR, layout: bool = True) -> None:
     """The download flags; shared with the top-level download.py so the two never drift."""
-    _flag(parser, "dir", default=dir_default, metavar="DIR",
-          help="directory to store the dataset in (default: %(default)s)")
+    add_dir_option(parser, "directory to store the dataset in", dir_default)
     _flag(parser, "dataset_version", default=None, choices=list(VERSIONS), metavar="V",
           help=f"dataset version: {', '.join(VERSIONS)} (default: the one DIR holds, else {DEFAULT_VERSION}, "
                "the one upstream's benchmarks use)")
@@ -166,7 +166,8 @@ def download_kwargs(args: argparse.Namespace) -> dict:
 
 
 def run_download(kwargs: dict, as_json: bool) -> int:
-    from .pipeline.run import download  # here, not at the top: `kaokore verify` never loads the HTTP stack
+    # Imported here, not at the top: the HTTP stack it loads would slow `kaokore verify` and `info`.
+    from .pipeline.run import download
 
     quiet = kwargs.get("quiet", False)
     with _warnings_on_stderr(quiet):
@@ -221,22 +222,7 @@ def _json_errors(as_json: bool):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="kaokore", description="Download, verify and inspect the KaoKore dataset.",
-        epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"kaokore {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("download", help="download the dataset (resumes; fetches only what is missing)",
-                       description=DOWNLOAD_DESCRIPTION,
-                       epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_download_options(p)
-
-    p = sub.add_parser("verify", help="check a downloaded tree offline",
-                       description=VERIFY_DESCRIPTION,
-                       epilog=VERIFY_EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _flag(p, "dir", default=defaults.DIR, metavar="DIR", help="dataset directory (default: %(default)s)")
+def _verify_options(p: argparse.ArgumentParser) -> None:
     _flag(p, "dataset_version", choices=list(VERSIONS), default=None, metavar="V",
           help=f"expected version: {', '.join(VERSIONS)} (default: the one DIR's metadata is)")
     _flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
@@ -246,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="decode every image in full, not only those without a manifest row (slower; see above)")
     _flag(p, "json", action="store_true", help="print the report as JSON on stdout")
 
-    p = sub.add_parser("versions", help="list the dataset versions",
-                       description="List the dataset versions kaokore knows, with their image counts.")
+
+def _versions_options(p: argparse.ArgumentParser) -> None:
     _flag(p, "overlap", action="store_true",
           help="for each pair of versions, the faces they share by IIIF request and what a download fetches "
                "with and without --reuse (reads every version's pinned urls.txt)")
@@ -258,15 +244,83 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "timeout", type=float, default=defaults.TIMEOUT,
           help="with --overlap: connect and read timeout in seconds (default: %(default)s)")
     _flag(p, "json", action="store_true", help="with --overlap: the table as JSON on stdout")
-    for name in PLUGGED_COMMANDS:
-        # Each of these modules adds its own subcommand and sets `run` on it.
-        importlib.import_module(f"kaokore.{name}").register(sub)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: it loads Pillow, which `kaokore info` and `versions` do without.
+    from .offline.verifier import verify
+
+    with _json_errors(args.json):
+        report = verify(args.dir, dataset_version=args.dataset_version, splits=args.splits, limit=args.limit,
+                        deep=args.deep)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.text(), end="")
+    return report.exit_status
+
+
+def _run_versions(args: argparse.Namespace) -> int:
+    if args.overlap:
+        from .offline import overlap  # here: only --overlap needs it, and every other command would pay for it
+
+        return overlap.run(args)
+    if args.upstream_dir or args.metadata_url or args.json:
+        raise UsageError("--upstream-dir, --metadata-url and --json go with --overlap")
+    for v in VERSIONS.values():
+        print(f"{v.name}\t{v.images:>6,} images\t{v.folder}/")
+    return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its `--help` texts, its flags but `--dir`, and the function that runs it."""
+
+    name: str
+    help: str
+    options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str | None = None
+    epilog: str | None = None
+    takes_dir: bool = True  # the common `--dir`; download declares its own, shared with download.py
+
+
+COMMANDS = (
+    Command("download", "download the dataset (resumes; fetches only what is missing)", add_download_options,
+            lambda args: run_download(download_kwargs(args), args.json), DOWNLOAD_DESCRIPTION, exit_status_help(),
+            takes_dir=False),
+    Command("verify", "check a downloaded tree offline", _verify_options, _run_verify,
+            VERIFY_DESCRIPTION, exit_status_help(verify=True)),
+    Command("versions", "list the dataset versions", _versions_options, _run_versions,
+            "List the dataset versions kaokore knows, with their image counts.", takes_dir=False),
+    Command("info", "class balance and completeness of a downloaded tree (offline)", info.add_options, info.run,
+            info.DESCRIPTION),
+    Command("preview", "draw a contact sheet of faces (one row per class, or a mosaic)", preview.add_options,
+            preview.run, preview.DESCRIPTION),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="kaokore", description="Download, verify and inspect the KaoKore dataset.",
+        epilog=exit_status_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kaokore {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        # The pre-wrapped texts (an exit-status table) keep their lines; the others wrap as usual.
+        raw = {"formatter_class": argparse.RawDescriptionHelpFormatter} if command.epilog else {}
+        p = sub.add_parser(command.name, help=command.help, description=command.description,
+                           epilog=command.epilog, **raw)
+        if command.takes_dir:
+            add_dir_option(p)
+        command.options(p)
+        p.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return safe_main(lambda: _dispatch(args))
+    return safe_main(lambda: args.run(args))
 
 
 def safe_main(run) -> int:
@@ -293,35 +347,6 @@ def safe_main(run) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if getattr(args, "run", None) is not None:
-        return args.run(args)
-    if args.command == "download":
-        return run_download(download_kwargs(args), args.json)
-    if args.command == "verify":
-        from .offline.verifier import verify
-
-        with _json_errors(args.json):
-            report = verify(args.dir, dataset_version=args.dataset_version, splits=args.splits, limit=args.limit,
-                            deep=args.deep)
-        if args.json:
-            print(json.dumps(report.to_json(), indent=2))
-        else:
-            print(report.text(), end="")
-        return report.exit_status
-    if args.command == "versions":
-        if args.overlap:
-            from .offline.overlap import run
-
-            return run(args)
-        if args.upstream_dir or args.metadata_url or args.json:
-            raise UsageError("--upstream-dir, --metadata-url and --json go with --overlap")
-        for v in VERSIONS.values():
-            print(f"{v.name}\t{v.images:>6,} images\t{v.folder}/")
-        return EXIT_OK
-    return EXIT_USAGE
 
 
 def _terminate_as_interrupt():

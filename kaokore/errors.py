@@ -7,10 +7,31 @@ reported without a traceback; anything else is a bug in kaokore. `Interrupted`
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_INCOMPLETE = 1  # images failed (download) or the tree is not intact (verify)
-EXIT_USAGE = 2  # bad usage, bad metadata, checksum mismatch, unusable DIR
-EXIT_INTERRUPTED = 130  # Ctrl-C, after saving state
+EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # as a shell reports a process ended by SIGPIPE
+
+# What each status means, as `--help` prints it; docs/cli.md has the full table.
+_MEANINGS = {
+    EXIT_OK: "complete (download) / intact (verify)",
+    EXIT_INCOMPLETE: "some images failed (see failures.csv) / the tree is not intact",
+    EXIT_USAGE: "bad usage, bad or mismatched metadata, or an unusable --dir",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); state was saved and a rerun resumes",
+    EXIT_BROKEN_PIPE: "the reader of stdout went away (e.g. `| head`)",
+}
+# `kaokore verify --help` says what each of the three statuses it uses proves.
+_VERIFY_MEANINGS = {
+    EXIT_OK: "every listed image is present, intact and normalized; metadata matches its pins",
+    EXIT_INCOMPLETE: "problems found (one line each; --json lists them all)",
+    EXIT_USAGE: "bad usage, or DIR has no usable metadata",
+}
+
+
+def exit_status_help(verify: bool = False) -> str:
+    """The "exit status:" block of a `--help` epilog, one status a line: `kaokore verify`'s, or everyone's."""
+    meanings = _VERIFY_MEANINGS if verify else _MEANINGS
+    return "\n".join(["exit status:", *(f"  {status:<4} {text}" for status, text in meanings.items())])
 
 
 class KaokoreError(Exception):

@@ -30,9 +30,9 @@ def looks_like_source(root: str | os.PathLike) -> bool:
     return (root / "__init__.py").exists() or (root / "pyproject.toml").exists()
 
 
-def command(name: str, root: str | os.PathLike) -> str:
-    """`kaokore NAME --dir ROOT` in backquotes, ROOT quoted for a POSIX shell when it needs it."""
-    return f"`kaokore {name} --dir {shlex.quote(str(root))}`"
+def command(name: str, root: str | os.PathLike, *args: str | os.PathLike) -> str:
+    """`kaokore NAME --dir ROOT ARGS...` in backquotes, each word quoted for a POSIX shell when it needs it."""
+    return f"`kaokore {name} {' '.join(shlex.quote(str(word)) for word in ('--dir', root, *args))}`"
 
 
 def download_first(root: str | os.PathLike) -> str:
@@ -72,5 +72,4 @@ def beside(root: str | os.PathLike, version: str, usable: Callable[[Path], bool]
 
 def reuse_command(new_dir: str | os.PathLike, version: str, other: str | os.PathLike) -> str:
     """The download of `version` into `new_dir` that reuses the images of the tree `other`, in backquotes."""
-    return (f"`kaokore download --dir {shlex.quote(str(new_dir))} --dataset_version {shlex.quote(version)} "
-            f"--reuse {shlex.quote(str(other))}`")
+    return command("download", new_dir, "--dataset_version", version, "--reuse", other)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 from .dataset.attributes import Attributes, export_row
-from .offline.index import IMAGE_SIZE, MissingFramework, MissingImagesWarning, read_index
+from .offline.index import MissingFramework, MissingImagesWarning, read_index
+from .pipeline.normalize import SIZE
 
 
 def _import_tensorflow():
@@ -75,28 +76,36 @@ def load(root: str | os.PathLike, split: str = "train", category: str = "gender"
     tf = _import_tensorflow()
     index = read_index(root, split, category, attributes=attributes)
     index.warn_missing(stacklevel=2)
-    paths = [p for p, _ in index.samples]
-    labels = [label for _, label in index.samples]
+    paths, labels = [path for path, _ in index.samples], [label for _, label in index.samples]
 
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string),
+                                             tf.constant(labels, dtype=tf.int64)))
+    ds = ds.map(_decoder(tf), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if attributes:
+        ds = tf.data.Dataset.zip((ds, _attribute_columns(tf, index.attributes))).map(
+            lambda pair, extra: (pair[0], pair[1], extra))
+    ds.class_names = list(index.classes)
+    ds.file_paths = paths
+    return ds
+
+
+def _decoder(tf):
     def decode(path, label):
         # INTEGER_ACCURATE is libjpeg's ISLOW, which Pillow uses: both loaders see the same pixels.
         # (TensorFlow's default, INTEGER_FAST, is off by a level or two in many pixels.)
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE")
         # A file that is not 256x256 fails here, by name of the op, rather than later in a batch.
-        return tf.ensure_shape(image, (IMAGE_SIZE, IMAGE_SIZE, 3)), label
+        return tf.ensure_shape(image, (*SIZE, 3)), label
 
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, dtype=tf.string),
-                                             tf.constant(labels, dtype=tf.int64)))
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if attributes:
-        rows = [{"name": a["name"], **export_row(Attributes(**{k: v for k, v in a.items() if k != "name"}))}
-                for a in index.attributes]
-        columns = {k: tf.constant([r[k] for r in rows], dtype=tf.int64 if k.startswith("year_") else tf.string)
-                   for k in (rows[0] if rows else {"name": ""})}
-        ds = tf.data.Dataset.zip((ds, tf.data.Dataset.from_tensor_slices(columns))).map(
-            lambda pair, extra: (pair[0], pair[1], extra))
-    ds.class_names = list(index.classes)
-    ds.file_paths = paths
-    return ds
+    return decode
+
+
+def _attribute_columns(tf, attributes: tuple[dict, ...]):
+    """Each sample's attributes as attributes.csv writes them, one tensor a column."""
+    rows = [{"name": a["name"], **export_row(Attributes(**{k: v for k, v in a.items() if k != "name"}))}
+            for a in attributes]
+    columns = {k: tf.constant([r[k] for r in rows], dtype=tf.int64 if k.startswith("year_") else tf.string)
+               for k in (rows[0] if rows else {"name": ""})}
+    return tf.data.Dataset.from_tensor_slices(columns)
 
 __all__ = ["load", "MissingFramework", "MissingImagesWarning"]

@@ -3,6 +3,7 @@ a flaky host that works most of the time loses nothing. Loopback hosts only."""
 from __future__ import annotations
 
 import io
+import re
 import ssl
 from pathlib import Path
 
@@ -186,3 +187,23 @@ def test_one_broken_page_on_a_live_host_fails_its_faces_not_the_host(srv, tmp_pa
     assert sorted(failure_errors(root)) == [synth.name(i) for i in broken]
     files = image_files(root)
     assert all(files[synth.name(i)].read_bytes() == srv.expected_bytes(urls[i]) for i in range(120) if i not in broken)
+
+
+def test_a_host_failing_in_two_ways_is_given_up_naming_both_with_their_counts(srv, tmp_path):
+    # The failure kinds come from the one transport classifier, not from the tests' own Attempts:
+    # 500 and 502 by turns, from a real server, are counted apart and both named.
+    synth = make_synthetic(srv, tmp_path, n=N, blank=(), unlabeled=())
+    mine = sorted(i for i in synth.urls if i % 3 == FAILING)
+    for turn, i in enumerate(mine):
+        srv.inject(synth.urls[i], Fault.S500 if turn % 2 == 0 else Fault.S502)
+    root = tmp_path / "data"
+
+    summary = kaokore.download(root, metadata_dir=synth.meta_dir, policy=QUICK, per_host=1, quiet=True)
+
+    assert image_requests(srv, FAILING) == 8  # one slot: 8 images, each failing once, final or not
+    assert_only_the_failing_host_lost(srv, synth, root, summary, FAILING, "host failing: 8 images in a row failed")
+    both = re.compile(r"\((HTTP 50[02] [0-9]x, HTTP 50[02] [0-9]x)\)")
+    counts = {both.search(error).group(1) for error in failure_errors(root).values()}
+    assert len(counts) == 1
+    named = [part.rsplit(" ", 1) for part in counts.pop().split(", ")]
+    assert {kind for kind, _ in named} == {"HTTP 500", "HTTP 502"} and sum(int(n[:-1]) for _, n in named) == 8

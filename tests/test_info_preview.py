@@ -15,7 +15,8 @@ from helpers import image_files, make_synthetic, run_cli
 import kaokore
 from kaokore.errors import DirectoryError, UsageError
 from kaokore.offline.info import dataset_info
-from kaokore.offline.preview import BAND, EMPTY_TILE, contact_sheet, geometry, plan_sheet, render, sheet_size
+from kaokore.offline.preview import BAND, EMPTY_TILE, contact_sheet, render
+from kaokore.offline.sheet import geometry, plan_sheet, sheet_size
 
 GENDER = ("male", "female")
 STATUS = ("noble", "warrior", "incarnation", "commoner")
@@ -174,7 +175,7 @@ def test_seed_makes_the_choice_reproducible(tree):
     _, root = tree
     def names(**kw):
         return [[p.name for p in row.picks] for row in plan_sheet(root, "gender", per_class=5, **kw).rows]
-    code = ("import json, sys; from kaokore.offline.preview import plan_sheet; "
+    code = ("import json, sys; from kaokore.offline.sheet import plan_sheet; "
             "print(json.dumps([[p.name for p in r.picks] for r in "
             "plan_sheet(sys.argv[1], 'gender', per_class=5, seed=7).rows]))")
     elsewhere = [json.loads(subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True,

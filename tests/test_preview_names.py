@@ -6,7 +6,8 @@ import pytest
 from helpers import make_synthetic
 
 import kaokore
-from kaokore.offline.preview import BACKGROUND, geometry, plan_sheet, render
+from kaokore.offline.preview import BACKGROUND, render
+from kaokore.offline.sheet import geometry, plan_sheet
 
 
 @pytest.fixture(scope="module")

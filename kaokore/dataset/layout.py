@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from ..errors import UsageError
-from .metadata import SPLIT_NAMES, Item
+from .labels import SPLIT_NAMES
+from .metadata import Item
 
 LAYOUTS = ("split", "flat", "gender", "status")
 DEFAULT_LAYOUT = "split"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..dataset import metadata as md
 from ..dataset.attributes import ATTRIBUTE_NAMES, export_fields, export_row, field_values
+from ..dataset.labels import IMAGE_NAME
 from ..dataset.layout import hf_folder, image_path, layout_folders
 from ..storage.safefs import scan_names
 
@@ -159,7 +160,7 @@ def present_images(root: Path, meta: md.Metadata, layout: str, prepared: Prepare
     list of Present
     """
     on_disk = set()
-    image = md.IMAGE_NAME.fullmatch
+    image = IMAGE_NAME.fullmatch
     for folder in layout_folders(layout, meta.classes):
         on_disk.update(f"{folder}/{name}" for name in scan_names(root, folder)[0] if image(name))
     if not on_disk:

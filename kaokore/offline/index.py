@@ -12,15 +12,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import hints
 from ..dataset import metadata as md
 from ..dataset.attributes import CLASSES as ATTRIBUTE_CLASSES
 from ..dataset.attributes import Attributes
+from ..dataset.labels import CATEGORIES, parse_classes, parse_labels
 from ..dataset.layout import SPLITS
 from ..errors import DirectoryError, KaokoreError, MetadataError, UsageError
-from ..storage.directory import inspect
+from ..storage.directory import DatasetDir, inspect
 
-TARGETS = (*md.CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
-IMAGE_SIZE = 256  # every image `kaokore download` writes is a 256x256 RGB JPEG
+TARGETS = (*CATEGORIES, *ATTRIBUTE_CLASSES)  # what a loader's `category` may name
 EXAMPLES_SHOWN = 5  # missing image names quoted in the warning
 
 
@@ -88,7 +89,7 @@ class Index:
             shown = ", ".join(self.not_downloaded[:EXAMPLES_SHOWN])
             more = ", ..." if len(self.not_downloaded) > EXAMPLES_SHOWN else ""
             parts.append(f"{len(self.not_downloaded)} not downloaded ({shown}{more}; "
-                         f"`kaokore download --dir {self.root}` fetches them)")
+                         f"{hints.command('download', self.root)} fetches them)")
         if self.unavailable:
             parts.append(f"{len(self.unavailable)} with no URL in urls.txt (unavailable upstream)")
         missing = len(self.not_downloaded) + len(self.unavailable)
@@ -131,6 +132,35 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
         labels.csv, labels.metadata.en.txt (or original_tags.txt, when read) is
         missing or malformed.
     """
+    path = _dataset_root(root, split, category)
+    dataset_dir = inspect(path)  # the same reading of DIR as download, verify and info
+    classes, labels, urls, tags = _read_metadata(dataset_dir, path, category, attributes)
+    samples, kept, not_downloaded, unavailable = [], [], [], []
+    for index in sorted(labels):
+        item_split, gender, status = labels[index]
+        if item_split != split:
+            continue
+        url = urls[index] if urls is not None and index < len(urls) else None
+        item = md.Item(index, url, item_split, gender, status)
+        located = dataset_dir.locate(item, classes)
+        if located is None:
+            # urls.txt only tells "never downloadable" from "not downloaded yet"; a tree from elsewhere may lack it.
+            (unavailable if urls is not None and not url else not_downloaded).append(item.name)
+            continue
+        attrs = tags.get(index) or Attributes()
+        samples.append((str(path / located.rel), _label(item, attrs, category)))
+        kept.append({"name": item.name, **attrs.as_dict()} if attributes else None)
+    if not samples and (not_downloaded or unavailable):
+        raise DirectoryError(
+            f"none of the {len(not_downloaded) + len(unavailable)} labelled {split} images is under "
+            f"{str(path)!r}; download them first ({hints.command('download', root)}, or download=True)")
+    names = classes[category] if category in CATEGORIES else ATTRIBUTE_CLASSES[category]
+    return Index(str(path), split, category, tuple(names), tuple(samples),
+                 tuple(not_downloaded), tuple(unavailable), tuple(kept) if attributes else ())
+
+
+def _dataset_root(root: str | os.PathLike, split: str, category: str) -> Path:
+    """`root`, absolute, once the split, the category and the directory are known to be usable."""
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
     if category not in TARGETS:
@@ -138,43 +168,27 @@ def read_index(root: str | os.PathLike, split: str = "train", category: str = "g
     path = Path(os.path.expanduser(os.fspath(root))).resolve()
     if not path.is_dir():
         raise DirectoryError(f"{str(path)!r} is not a directory; download the dataset first "
-                             f"(`kaokore download --dir {root}`, or download=True)")
-    found_in = inspect(path)  # the same reading of DIR as download, verify and info
+                             f"({hints.command('download', root)}, or download=True)")
+    return path
+
+
+def _label(item: md.Item, attrs: Attributes, category: str) -> int:
+    if category in CATEGORIES:
+        return item.label(category)
+    return ATTRIBUTE_CLASSES[category].index(getattr(attrs, category))
+
+
+def _read_metadata(dataset_dir: DatasetDir, path: Path, category: str, attributes: bool):
+    """The class names, labels.csv, urls.txt (None when DIR lacks it) and, when asked for, original_tags.txt."""
     # The metadata copies as inspect read them: never through a link leading outside DIR.
-    classes = md.parse_classes(_read(found_in.files, path, "labels.metadata.en.txt"))
-    labels = md.parse_labels(_read(found_in.files, path, "labels.csv"), classes)
-    # urls.txt only tells "never downloadable" from "not downloaded yet"; a tree from elsewhere may lack it.
-    urls = md.parse_urls(found_in.files["urls.txt"]) if "urls.txt" in found_in.files else None
+    files = dataset_dir.files
+    classes = parse_classes(_read(files, path, "labels.metadata.en.txt"))
+    labels = parse_labels(_read(files, path, "labels.csv"), classes)
+    urls = md.parse_urls(files["urls.txt"]) if "urls.txt" in files else None
     tags = {}
     if attributes or category in ATTRIBUTE_CLASSES:
-        tags = md.parse_attributes(_read(found_in.files, path, "original_tags.txt"), urls or ())
-    kept = []
-
-    samples, not_downloaded, unavailable = [], [], []
-    for index in sorted(labels):
-        item_split, gender, status = labels[index]
-        if item_split != split:
-            continue
-        url = urls[index] if urls is not None and index < len(urls) else None
-        item = md.Item(index, url, item_split, gender, status)
-        found = found_in.locate(item, classes)
-        if found is not None:
-            attrs = tags.get(index) or Attributes()
-            label = (item.label(category) if category in md.CATEGORIES
-                     else ATTRIBUTE_CLASSES[category].index(getattr(attrs, category)))
-            samples.append((str(path / found.rel), label))
-            kept.append({"name": item.name, **attrs.as_dict()} if attributes else None)
-        elif urls is not None and not url:
-            unavailable.append(item.name)
-        else:
-            not_downloaded.append(item.name)
-    if not samples and (not_downloaded or unavailable):
-        raise DirectoryError(
-            f"none of the {len(not_downloaded) + len(unavailable)} labelled {split} images is under "
-            f"{str(path)!r}; download them first (`kaokore download --dir {root}`, or download=True)")
-    names = classes[category] if category in md.CATEGORIES else ATTRIBUTE_CLASSES[category]
-    return Index(str(path), split, category, tuple(names), tuple(samples),
-                 tuple(not_downloaded), tuple(unavailable), tuple(kept) if attributes else ())
+        tags = md.parse_attributes(_read(files, path, "original_tags.txt"), urls or ())
+    return classes, labels, urls, tags
 
 
 def _read(files, root: Path, name: str) -> bytes:

@@ -80,6 +80,7 @@ def read_upstream(folder: str | os.PathLike) -> dict[str, bytes]:
 
 def fetch_upstream(base: str | None, timeout: float) -> dict[str, bytes]:
     """Each version's urls.txt from upstream at its pinned commit (or a mirror), held to its pin."""
+    # Imported here: with --upstream-dir the table needs no network, nor the HTTP stack's tenth of a second.
     from ..pipeline.fetch import get_metadata_file
     from ..pipeline.opening import METADATA_URL_ENV
     from ..pipeline.records import RetryPolicy

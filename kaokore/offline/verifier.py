@@ -89,7 +89,7 @@ class VerifyReport:
         Everything wrong, images and metadata files alike; empty when the tree is intact.
     fingerprint : str
         The dataset fingerprint of the manifest (``"sha256:<hex>"``, see
-        `kaokore.fingerprint`), to compare two copies.
+        `kaokore.description.fingerprint`), to compare two copies.
     """
 
     dir: str
@@ -99,7 +99,7 @@ class VerifyReport:
     expected: int = 0
     intact: int = 0
     problems: list[Problem] = field(default_factory=list)
-    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.fingerprint), to compare copies
+    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.description.fingerprint), to compare copies
 
     @property
     def ok(self) -> bool:
@@ -210,20 +210,30 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
     """
     refuse_while_held(dir)  # a tree being downloaded is half written: any verdict would be wrong
     tree = open_tree(dir)
-    root, meta, state, rows, layout = tree.root, tree.meta, tree.state, tree.manifest, tree.layout
-    files = meta.files
-    version = _version(tree, dataset_version)
+    report = _metadata_report(tree, _version(tree, dataset_version))
+    _check_selection(report, tree, [i for i in select(tree.meta.items, splits, limit) if i.url], deep)
+    report.problems.extend(_strays(tree.root, tree.layout, tree.meta, tree.dataset_dir.image_files))
+    report.fingerprint = dataset_fingerprint(tree.manifest.values())
+    return report
+
+
+def _metadata_report(tree: Tree, version: Version | None) -> VerifyReport:
+    """A report that starts with the metadata files that do not match `version`'s pins."""
+    root, state, layout, files = tree.root, tree.state, tree.layout, tree.meta.files
     if version is None:
         # Downloaded from --metadata-dir: DIR's own metadata is the reference, there is no pin to hold it to.
-        report = VerifyReport(str(root), str(state.get("dataset_version", "custom")), layout, metadata_pinned=False)
-    else:
-        report = VerifyReport(str(root), version.name, layout)
-        for name in METADATA_FILES:
-            if md.sha256(files[name]) != version.sha256[name]:
-                report.problems.append(
-                    Problem(name, "metadata", f"does not match the pinned SHA-256 of {version.name}"))
+        return VerifyReport(str(root), str(state.get("dataset_version", "custom")), layout, metadata_pinned=False)
+    report = VerifyReport(str(root), version.name, layout)
+    for name in METADATA_FILES:
+        if md.sha256(files[name]) != version.sha256[name]:
+            report.problems.append(
+                Problem(name, "metadata", f"does not match the pinned SHA-256 of {version.name}"))
+    return report
 
-    selection = [i for i in select(meta.items, splits, limit) if i.url]
+
+def _check_selection(report: VerifyReport, tree: Tree, selection: list[md.Item], deep: bool) -> None:
+    """Count the selected images that are intact into `report`, and add a problem for each other one."""
+    root, meta, rows, layout = tree.root, tree.meta, tree.manifest, tree.layout
     report.expected = len(selection)
     shared = _duplicates(rows.values())
     jobs = [(item, image_path(item, layout, meta.classes), rows.get(item.name)) for item in selection]
@@ -233,9 +243,6 @@ def verify(dir: str | os.PathLike = defaults.DIR, dataset_version: str | Version
         elif item.name not in shared:
             report.intact += 1
     report.problems.extend(shared.values())
-    report.problems.extend(_strays(root, layout, meta, tree.dataset_dir.image_files))
-    report.fingerprint = dataset_fingerprint(rows.values())
-    return report
 
 
 def _version(tree: Tree, requested: str | Version | None) -> Version | None:

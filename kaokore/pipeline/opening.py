@@ -15,6 +15,7 @@ import requests
 
 from .. import hints
 from ..dataset import metadata as md
+from ..dataset.labels import parse_classes
 from ..dataset.layout import any_layout_folders
 from ..dataset.versions import METADATA_FILES, UPSTREAM_BASE_URL, Version
 from ..errors import DirectoryError
@@ -65,7 +66,7 @@ def look_first(options: Options) -> tuple[Mapping[str, bytes] | None, list[Sourc
     sources = open_sources(options.reuse, root)  # only read, never locked or written
     if custom_files is not None:
         # Where the classes are known already, even the lock file waits for this check.
-        check_dir(root, any_layout_folders(md.parse_classes(custom_files["labels.metadata.en.txt"])))
+        check_dir(root, any_layout_folders(parse_classes(custom_files["labels.metadata.en.txt"])))
     prepare_root(root)
     if options.http.ssl_unverified:
         note("warning: --ssl_unverified_context (verify=False): TLS certificates are NOT checked",

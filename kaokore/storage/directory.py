@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import hints
 from ..dataset import metadata as md
+from ..dataset.labels import IMAGE_NAME
 from ..dataset.layout import (
     FLAT_FOLDER,
     LAYOUTS,
@@ -282,7 +283,7 @@ def _scan_images(root: Path) -> set[str]:
     """One directory listing per folder, not one stat per image: a full tree is ~10,000 files.
     A folder that is a symbolic link leading outside DIR is not read: what is there is not DIR's."""
     images: set[str] = set()
-    image = md.IMAGE_NAME.fullmatch
+    image = IMAGE_NAME.fullmatch
     for top in TOP_FOLDERS:
         files, folders = scan_names(root, top)
         images.update(f"{top}/{name}" for name in files if image(name))

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from operator import attrgetter
 from pathlib import Path
 
+from ..dataset.labels import IMAGE_NAME
 from ..dataset.layout import LAYOUTS
-from ..dataset.metadata import IMAGE_NAME
 from .records import FAILURE_COLUMNS, FAILURES, JOURNAL, MANIFEST, MANIFEST_COLUMNS, ORIGINS, STATE, ManifestRow, State
 from .safefs import open_file, read_file
 from .safewrite import open_fd, remove_file
