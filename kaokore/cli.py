@@ -17,20 +17,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import defaults
+from . import defaults, errors
 from ._version import __version__
 from .dataset.layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .dataset.versions import DEFAULT_VERSION, VERSIONS
-from .errors import (
-    EXIT_BROKEN_PIPE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Interrupted,
-    KaokoreError,
-    UsageError,
-    exit_status_help,
-)
+from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError, UsageError, exit_status_help
 from .offline import info, preview
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
@@ -174,7 +165,7 @@ def run_download(kwargs: dict, as_json: bool) -> int:
         try:
             with _json_errors(as_json):
                 summary = download(**kwargs)
-        except Interrupted as exc:
+        except errors.Interrupted as exc:
             summary = exc.summary
         except KaokoreError as exc:
             if quiet and getattr(exc, "summary", None) is not None:
