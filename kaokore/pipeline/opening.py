@@ -33,10 +33,10 @@ METADATA_URL_ENV = "KAOKORE_METADATA_URL"
 
 @dataclass(frozen=True)
 class Opened:
-    """DIR under the run's lock: what it holds (`found`, its metadata copies dropped once read),
+    """DIR under the run's lock: what it holds (`dataset_dir`, its metadata copies dropped once read),
     the version and layout the run completes it in, and the metadata it completes it from."""
 
-    found: DatasetDir
+    dataset_dir: DatasetDir
     version: Version
     layout: str
     adopt: bool  # a file with no manifest row may be kept as its number's image (`plan.make_plan`)
@@ -45,7 +45,7 @@ class Opened:
     @property
     def described(self) -> dict | None:
         """kaokore.json's record of the description: what DIR's description files were made of."""
-        return self.found.state.get("description")
+        return self.dataset_dir.state.get("description")
 
 
 def look_first(options: Options) -> tuple[Mapping[str, bytes] | None, list[Source]]:
@@ -76,23 +76,23 @@ def look_first(options: Options) -> tuple[Mapping[str, bytes] | None, list[Sourc
 
 def open_dir(options: Options, session: requests.Session, custom_files: Mapping[str, bytes] | None) -> Opened:
     """DIR again, under the lock, with the metadata; its class folders checked for links."""
-    found = inspect(options.root)
-    resolved = resolve(found, options.dataset_version, options.layout, custom_files)
-    meta = _load_metadata(found, resolved.version, session, options, custom_files)
+    dataset_dir = inspect(options.root)
+    resolved = resolve(dataset_dir, options.dataset_version, options.layout, custom_files)
+    meta = _load_metadata(dataset_dir, resolved.version, session, options, custom_files)
     # Class folders are known only now: a link among them is refused before anything is written.
     check_dir(options.root, any_layout_folders(meta.classes))
     # DIR's copies of the metadata are read: 3 MB less to hold for 1.3.
-    return Opened(replace(found, files={}), resolved.version, resolved.layout, resolved.adopt, meta)
+    return Opened(replace(dataset_dir, files={}), resolved.version, resolved.layout, resolved.adopt, meta)
 
 
-def _load_metadata(found: DatasetDir, version: Version, session: requests.Session, options: Options,
+def _load_metadata(dataset_dir: DatasetDir, version: Version, session: requests.Session, options: Options,
                    custom_files: Mapping[str, bytes] | None) -> md.Metadata:
     if custom_files is not None:
         # The user's own files: validated like any others, but not held to the pins.
         pinned = all(md.sha256(custom_files[n]) == d for n, d in version.sha256.items())
         return md.parse(custom_files, pinned=pinned)
     # DIR's copies that match their pins need no request (an upstream tree lacks only urls.txt).
-    files = {n: data for n, data in found.files.items() if md.sha256(data) == version.sha256[n]}
+    files = {n: data for n, data in dataset_dir.files.items() if md.sha256(data) == version.sha256[n]}
     missing = [n for n in METADATA_FILES if n not in files]
     if missing:
         base = options.metadata_url or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL

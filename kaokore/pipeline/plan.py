@@ -79,7 +79,7 @@ def select(items: Sequence[Item], splits: Iterable[str] | None = None, limit: in
     return chosen
 
 
-def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequence[Item],
+def make_plan(dataset_dir: DatasetDir, metadata: Metadata, layout: str, selection: Sequence[Item],
               force: bool = False, adopt: bool = False, note: Callable[[str], None] | None = None,
               record: Record | None = None, reuse: Reuse | None = None) -> Plan:
     """Bring what DIR holds into `layout` and list what is left to fetch.
@@ -97,17 +97,17 @@ def make_plan(d: DatasetDir, metadata: Metadata, layout: str, selection: Sequenc
     plan = Plan()
     plan.unavailable = sum(1 for item in selection if not item.url)
     plan.total = len(selection) - plan.unavailable
-    unknown, recorded = _bring_into_layout(d, metadata, layout, plan)
-    _keep_checked(d.root, recorded, layout, {item.index for item in selection}, plan)
-    _keep_adopted(d.root, unknown, layout, adopt, record, note, plan)
-    _drop_placeholders(d.root, plan, note)
+    unknown, recorded = _bring_into_layout(dataset_dir, metadata, layout, plan)
+    _keep_checked(dataset_dir.root, recorded, layout, {item.index for item in selection}, plan)
+    _keep_adopted(dataset_dir.root, unknown, layout, adopt, record, note, plan)
+    _drop_placeholders(dataset_dir.root, plan, note)
     _list_fetch(metadata, layout, selection, force, reuse, record, plan)
     if plan.relocated:
-        _remove_empty_folders(d.root, layout, metadata.classes)
+        _remove_empty_folders(dataset_dir.root, layout, metadata.classes)
     return plan
 
 
-def _bring_into_layout(d: DatasetDir, metadata: Metadata, layout: str, plan: Plan
+def _bring_into_layout(dataset_dir: DatasetDir, metadata: Metadata, layout: str, plan: Plan
                        ) -> tuple[list[tuple[Item, str]], list[tuple[Item, str, ManifestRow]]]:
     """Move each image DIR holds to its place in `layout`, and sort them for checking: those with no
     manifest row, to adopt or replace, and those with one, to check against it. An image whose row
@@ -115,17 +115,17 @@ def _bring_into_layout(d: DatasetDir, metadata: Metadata, layout: str, plan: Pla
     unknown: list[tuple[Item, str]] = []
     recorded: list[tuple[Item, str, ManifestRow]] = []
     for item in metadata.downloadable:
-        found = d.locate(item, metadata.classes, layout)
-        if found is None:
+        located = dataset_dir.locate(item, metadata.classes, layout)
+        if located is None:
             continue
         target = image_path(item, layout, metadata.classes)
-        row = found.row
+        row = located.row
         if row is not None and row.url != item.url:
-            _discard(d.root, found.rel)
+            _discard(dataset_dir.root, located.rel)
             plan.damaged.append(item.name)
             continue
-        if found.rel != target:
-            if not _move(d.root, found.rel, target):
+        if located.rel != target:
+            if not _move(dataset_dir.root, located.rel, target):
                 # This path alone cannot take the image (a folder squats it): the file stays where it
                 # was, and the image is fetched to its place in this layout, where it fails by itself.
                 continue
@@ -279,13 +279,13 @@ def _adopt(root: Path, item: Item, rel: str, layout: str) -> ManifestRow | None:
     return ManifestRow.of(item, rel, layout, image, sha256(image.data), len(image.data), origin="adopted")
 
 
-def _move(root: Path, found: str, target: str) -> bool:
+def _move(root: Path, source: str, target: str) -> bool:
     """Move an image to its place in the new layout; False if that one path cannot take it."""
     try:
-        move_file(root, found, target)
+        move_file(root, source, target)
     except OSError as exc:
         if disk_wide(exc):
-            raise store_error(f"cannot move {found} to {target} under {str(root)!r}", exc) from None
+            raise store_error(f"cannot move {source} to {target} under {str(root)!r}", exc) from None
         return False
     return True
 

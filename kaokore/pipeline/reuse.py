@@ -114,11 +114,11 @@ def _open(path: Path, root: Path) -> Source:
         raise DirectoryError(f"--reuse {name} does not exist")
     if not path.is_dir():
         raise DirectoryError(f"--reuse {name} is not a directory")
-    found = inspect(path)
-    if not found.manifest:
-        if found.state:  # kaokore's, before any image landed (say a --limit 0 run)
+    other = inspect(path)
+    if not other.manifest:
+        if other.state:  # kaokore's, before any image landed (say a --limit 0 run)
             what = "holds no image kaokore has recorded"
-        elif found.image_files or found.files:
+        elif other.image_files or other.files:
             what = ("has no manifest.csv (a tree from upstream's download.py?), so nothing says which request "
                     "each image is")
         else:
@@ -126,8 +126,8 @@ def _open(path: Path, root: Path) -> Source:
         raise DirectoryError(f"--reuse {name} {what}; complete it first with {hints.command('download', path)}")
     # A row is trusted only at a place where a layout puts its image: a crafted row must not
     # make us read (and link into DIR) any other file of that tree.
-    rows = tuple(row for row in found.manifest.values()
-                 if row.path in found.image_files and row.path.rpartition("/")[2] == row.image)
+    rows = tuple(row for row in other.manifest.values()
+                 if row.path in other.image_files and row.path.rpartition("/")[2] == row.image)
     return Source(path, rows)
 
 
@@ -235,9 +235,9 @@ def _take_one(root: Path, layout: str, no_links: set[Path],
               job: tuple[Item, str, list[tuple[Source, ManifestRow]]]) -> tuple[ManifestRow | None, str, Source | None]:
     """The first of an image's candidates that proves itself and can be placed: its new row, how it
     was placed, and its tree; else no row, and why (the worst reason met)."""
-    item, rel, found = job
+    item, rel, holders = job
     seen = set()
-    for tree, row in found:
+    for tree, row in holders:
         how = place(tree, row, root, rel, no_links) if proven(item.url, row) else UNPROVEN
         if how in (LINKED, COPIED):
             new = ManifestRow.of(item, rel, layout, row, row.sha256, row.bytes, origin=REUSED,

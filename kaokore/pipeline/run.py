@@ -144,7 +144,7 @@ def download(
         # download: from now when DIR lacks some of its images (the plan's hashing leaves the CPU
         # time), else once the first requests are out.
         with _Preparation(opened.meta, opened.layout) as preparation:
-            if 0 < len(opened.found.image_files) < len(opened.meta.downloadable):
+            if 0 < len(opened.dataset_dir.image_files) < len(opened.meta.downloadable):
                 preparation.start(delay=0.0)
             selection = select(opened.meta.items, options.splits, options.limit)
             plan, state = _plan(options, opened, selection, sources, summary)
@@ -204,7 +204,7 @@ def _make_plan(options: Options, opened: Opened, selection: Sequence[md.Item], s
     journal = Journal(options.root)
     inform = partial(note, stream=options.stream, quiet=options.quiet, level=logging.INFO)
     try:
-        return make_plan(opened.found, opened.meta, opened.layout, selection, options.force, adopt=opened.adopt,
+        return make_plan(opened.dataset_dir, opened.meta, opened.layout, selection, options.force, adopt=opened.adopt,
                          note=inform, record=lambda row: (journal.append(row), journal.flush()),
                          reuse=planner(options.root, sources, opened.layout, inform))
     finally:
