@@ -46,7 +46,7 @@ class Record:
 
 
 def tasks(host: str, n: int, start: int = 0, policy: RetryPolicy = POLICY) -> list[Task]:
-    return [Task(item=Item(i, f"http://{host}/{i}.jpg"), path=Path("/nonexistent"), rel_path=f"{i}.jpg", host=host,
+    return [Task(item=Item(i, f"http://{host}/{i}.jpg"), root=Path("/nonexistent"), rel_path=f"{i}.jpg", host=host,
                  state=policy.new_state()) for i in range(start, start + n)]
 
 
@@ -432,7 +432,7 @@ def test_refusals_and_5xx_count_in_one_run():
 def iiif_tasks(host: str, n: int, start: int = 0, policy: RetryPolicy = POLICY) -> list[Task]:
     """Tasks whose URLs are IIIF requests for different regions of one page each."""
     return [Task(item=Item(i, f"http://{host}/iiif/book/p{i}.tif/{i},0,300,300/256,256/0/default.jpg"),
-                 path=Path("/nonexistent"), rel_path=f"train/{i:08d}.jpg", host=host, state=policy.new_state())
+                 root=Path("/nonexistent"), rel_path=f"train/{i:08d}.jpg", host=host, state=policy.new_state())
             for i in range(start, start + n)]
 
 

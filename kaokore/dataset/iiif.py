@@ -129,7 +129,11 @@ def request_key(url: str) -> str:
         ``iiif://server/base/region/size/rotation/quality.format`` with region and
         size in canonical form, or ``url://`` followed by the URL less its scheme.
     """
-    request = parse(url)
+    return key_of(parse(url), url)
+
+
+def key_of(request: ImageRequest | None, url: str) -> str:
+    """`request_key(url)` from the request `parse(url)` gave (for a caller that needs both)."""
     if request is None:
         return "url:" + url.partition(":")[2]
     region = _canonical_region(request.region)

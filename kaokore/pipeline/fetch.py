@@ -153,7 +153,7 @@ def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy, *, sta
         # scheme://netloc: everything host_key reads. A checked URL has "//" right after its scheme.
         origin = url[:url.find("/", url.find("//") + 2)] if url.find("/", url.find("//") + 2) >= 0 else url
         host = hosts.get(origin) or hosts.setdefault(origin, host_key(url))
-    return Task(item=item, path=root / rel_path, rel_path=rel_path, host=host,
+    return Task(item=item, root=root, rel_path=rel_path, host=host,
                 state=state if state is not None else policy.new_state())
 
 

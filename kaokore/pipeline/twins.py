@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..dataset.iiif import parse, request_key
+from ..dataset.iiif import key_of, parse
 from ..dataset.metadata import Item
 from ..storage.records import ManifestRow
 from .records import Failure
@@ -35,7 +35,7 @@ def split_twins(todo: Sequence[tuple[Item, str]]) -> tuple[list[tuple[Item, str]
     for item, rel in todo:
         request = parse(item.url)
         # The key and the size as written: the same size spelling is the same rendering (see `reuse.proven`).
-        spelled = (request_key(item.url), request.size if request is not None else "")
+        spelled = (key_of(request, item.url), request.size if request is not None else "")
         primary = first.setdefault(spelled, item)
         if primary is item:
             fetch.append((item, rel))
