@@ -1,11 +1,12 @@
 """The same request twice in one run: fetched once.
 
-Within one run, images whose URLs make the same request spelled the same (scheme aside)
-are fetched once (`split_twins`): the first is fetched, the others are stored from its file
+Within one run, images whose URLs make the same request spelled the same (scheme and the
+host's letter case aside) are fetched once (`split_twins`): the first is fetched, the others are stored from its file
 afterwards (`store_twins`) and never reach the scheduler, so they count against no host.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,10 @@ from ..storage.records import ManifestRow
 from .records import Failure
 from .report import Summary
 from .reuse import COPIED, LINKED, REUSED, Source, make_folders, place
+
+
+def _rough(url: str) -> str:
+    return url.partition(":")[2].lower()
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,17 @@ class Twin:
 
 def split_twins(todo: Sequence[tuple[Item, str]]) -> tuple[list[tuple[Item, str]], list[Twin]]:
     """What to fetch, and the twins of it that wait for their primary."""
+    # Keying every URL cost a fifth of the time to the first request. Twins are almost always one
+    # URL under two schemes (1.2's http/https pairs), so only URLs that are alike once the scheme
+    # and case are set aside are keyed; a twin spelled otherwise (a default port written out, a
+    # zero-padded region) is then fetched twice, which costs a request and nothing else.
+    alike = Counter(_rough(item.url) for item, _ in todo)
     first: dict[tuple[str, str], Item] = {}
     fetch, twins = [], []
     for item, rel in todo:
+        if alike[_rough(item.url)] == 1:
+            fetch.append((item, rel))
+            continue
         request = parse(item.url)
         # The key and the size as written: the same size spelling is the same rendering (see `reuse.proven`).
         spelled = (key_of(request, item.url), request.size if request is not None else "")
