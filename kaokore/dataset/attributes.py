@@ -83,7 +83,7 @@ class Attributes:
     year_from, year_to : int or None
         制作年's first and last year (a single year is both); None when not recorded.
     tags : tuple of str
-        タグ: free tags as upstream wrote them.
+        タグ: free tags as upstream wrote them (外国, 中国, 山伏, 鬼 ...).
     fine_status : str
         身分 in upstream's eight classes (one of ``CLASSES["fine_status"]``).
     source_id : str
@@ -96,19 +96,19 @@ class Attributes:
         The region of that page, as in the image URL (x,y,w,h).
     """
 
-    work: str = ""  # 原典: the source work, as upstream wrote its title
-    holder: str = UNKNOWN  # 所蔵: the institution holding the work, in English
-    collection: str = ""  # the content provider's collection the image is served from
-    orientation: str = UNKNOWN  # 向き: three-quarter, side, back, front or unknown
-    period: str = ""  # 制作年: the era as upstream wrote it (e.g. 江戸前期, 不明), without the years
-    year_from: int | None = None  # 制作年 "from YYYY" (or a single year)
-    year_to: int | None = None  # 制作年 "to YYYY" (or a single year)
-    tags: tuple[str, ...] = ()  # タグ: free tags as upstream wrote them (外国, 中国, 山伏, 鬼 ...)
-    fine_status: str = UNKNOWN  # 身分 in upstream's eight classes
-    source_id: str = ""  # the source book's DOI, Keio call number or Kyoto record id
-    source_id_type: str = ""  # doi | keio-call-number | kyoto-record-id | "" (none)
-    iiif_service: str = ""  # the IIIF Image API URL of the page the face is cut from
-    iiif_region: str = ""  # the region of that page, as in the image URL (x,y,w,h)
+    work: str = ""
+    holder: str = UNKNOWN
+    collection: str = ""
+    orientation: str = UNKNOWN
+    period: str = ""
+    year_from: int | None = None
+    year_to: int | None = None
+    tags: tuple[str, ...] = ()
+    fine_status: str = UNKNOWN
+    source_id: str = ""
+    source_id_type: str = ""
+    iiif_service: str = ""
+    iiif_region: str = ""
 
     def as_dict(self) -> dict:
         """Plain values (tags as a list) for JSON, CSV and the loaders."""

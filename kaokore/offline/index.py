@@ -53,7 +53,7 @@ class Index:
     category : str
         The category the labels are of.
     classes : tuple of str
-        Class names; a label indexes this tuple.
+        Class names, from labels.metadata.en.txt; a label indexes this tuple.
     samples : tuple of (str, int)
         (absolute image path, label) of each image on disk, by image number.
     not_downloaded : tuple of str
@@ -69,11 +69,11 @@ class Index:
     root: str
     split: str
     category: str
-    classes: tuple[str, ...]  # label -> class name, from labels.metadata.en.txt
-    samples: tuple[tuple[str, int], ...]  # (absolute path, label), by image number
-    not_downloaded: tuple[str, ...]  # image names with a URL but no file: a rerun of download fetches them
-    unavailable: tuple[str, ...]  # labelled, but urls.txt has no URL for them: nothing can fetch them
-    attributes: tuple[dict, ...] = ()  # with attributes=True: each sample's original_tags.txt attributes
+    classes: tuple[str, ...]
+    samples: tuple[tuple[str, int], ...]
+    not_downloaded: tuple[str, ...]
+    unavailable: tuple[str, ...]
+    attributes: tuple[dict, ...] = ()
 
     @property
     def expected(self) -> int:

@@ -42,13 +42,13 @@ class ManifestCounts:
         same IIIF request rather than fetched (``origin`` ``reused``).
     """
 
-    rows: int  # images present that have a manifest row
-    converted: int  # re-encoded to a 256x256 RGB JPEG on download
-    pass_through: int  # the server's bytes, unchanged
-    unknown: int  # adopted from disk by an earlier run: how it was made is not recorded
-    unrecorded: int  # images present with no manifest row at all (`kaokore verify` flags them)
-    converted_from: dict[str, int] = field(default_factory=dict)  # "WxH MODE" of the sources re-encoded
-    reused: int = 0  # of `rows`, taken from a file of the same request rather than fetched (origin "reused")
+    rows: int
+    converted: int
+    pass_through: int
+    unknown: int
+    unrecorded: int
+    converted_from: dict[str, int] = field(default_factory=dict)
+    reused: int = 0
 
 
 @dataclass
@@ -91,19 +91,19 @@ class DatasetInfo:
     """
 
     dir: str
-    dataset_version: str  # as DIR's state or its urls.txt says; "unknown" when neither does
+    dataset_version: str
     layout: str
-    metadata: str  # pinned: byte for byte the pinned files | custom: from --metadata-dir | altered
+    metadata: str
     classes: dict[str, list[str]]
-    expected: int  # images with a URL, labelled or not
-    present: int  # of those, found where the layout puts them
-    split_expected: dict[str, int]  # train/dev/test/unlabeled -> images with a URL
+    expected: int
+    present: int
+    split_expected: dict[str, int]
     split_present: dict[str, int]
-    no_url: int  # labelled rows whose URL line is blank upstream: never downloadable
-    labels: dict[str, Table]  # category -> split -> class -> rows of labels.csv
-    on_disk: dict[str, Table]  # the same, counting only images present
-    manifest: ManifestCounts | None  # None: DIR has no manifest
-    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.description.fingerprint), to compare copies
+    no_url: int
+    labels: dict[str, Table]
+    on_disk: dict[str, Table]
+    manifest: ManifestCounts | None
+    fingerprint: str = ""
 
     @property
     def metadata_pinned(self) -> bool:

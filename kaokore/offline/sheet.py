@@ -66,13 +66,13 @@ class SheetPlan:
     """
 
     title: str
-    by: str | None  # None: a mosaic
+    by: str | None
     split: str
     seed: int
     tile: int
     cols: int
     rows: tuple[Row, ...]
-    notes: tuple[str, ...]  # what a person should know: short rows, missing classes
+    notes: tuple[str, ...]
 
     @property
     def where(self) -> str:

@@ -54,8 +54,8 @@ class Problem:
         One line saying what exactly is wrong.
     """
 
-    where: str  # an image name, or a path relative to DIR
-    kind: str  # missing | checksum | not-normalized | unlisted | duplicate | stray | metadata
+    where: str
+    kind: str
     detail: str
 
     def line(self) -> str:
@@ -95,11 +95,11 @@ class VerifyReport:
     dir: str
     dataset_version: str
     layout: str
-    metadata_pinned: bool = True  # False: DIR came from --metadata-dir, its metadata was not checked
+    metadata_pinned: bool = True
     expected: int = 0
     intact: int = 0
     problems: list[Problem] = field(default_factory=list)
-    fingerprint: str = ""  # of the manifest's names and hashes (kaokore.description.fingerprint), to compare copies
+    fingerprint: str = ""
 
     @property
     def ok(self) -> bool:

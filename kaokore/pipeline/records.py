@@ -65,16 +65,16 @@ class RetryPolicy:
     """
 
     retries: int = defaults.RETRIES
-    backoff_factor: float = 0.5  # first retry after ~0.5 s, then 1, 2, 4 ... (plus jitter)
+    backoff_factor: float = 0.5
     backoff_max: float = 30.0
-    retry_after_cap: float = 60.0  # a server asking for an hour is not waited for
-    bad_body_tries: int = 6  # a 200 that is not an image is retried, but not forever
+    retry_after_cap: float = 60.0
+    bad_body_tries: int = 6
     # Distinct images in a row failing, with no image delivered in between, that give a host up:
     # this many on a host that has delivered nothing this run, twice as many on one that has
     # (a slow page of a scroll stalls several faces in a row on a live server).
     breaker_threshold: int = 8
-    host_pause_max: float = 10.0  # the longest a failing host's requests are held back
-    overload_threshold: int = 32  # 429/503 answers in a row with no image between: the host is given up
+    host_pause_max: float = 10.0
+    overload_threshold: int = 32
 
     def new_state(self) -> Retry:
         """A fresh urllib3 `Retry` counting one image's (or metadata file's) retries."""

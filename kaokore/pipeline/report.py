@@ -74,18 +74,18 @@ class Summary:
     dir: str
     dataset_version: str
     layout: str
-    total: int = 0  # images selected that have a URL
+    total: int = 0
     downloaded: int = 0
     already_present: int = 0
     failed: int = 0
-    unavailable: int = 0  # labelled images whose URL line is blank upstream: nothing to fetch
-    not_attempted: int = 0  # left when the run was interrupted
-    relocated: int = 0  # moved from another layout without the network
-    damaged: int = 0  # found on disk but not matching the manifest: deleted and fetched again
-    adopted: int = 0  # of `already_present`, files with no manifest row kept as this version's (e.g. upstream's)
-    reused: int = 0  # stored from another file of the same request (--reuse, or DIR's own), not fetched
-    converted: int = 0  # of `downloaded`, how many were re-encoded
-    placeholders: int = 0  # of `failed`, the same bytes as other faces': refused, or taken back out of DIR
+    unavailable: int = 0
+    not_attempted: int = 0
+    relocated: int = 0
+    damaged: int = 0
+    adopted: int = 0
+    reused: int = 0
+    converted: int = 0
+    placeholders: int = 0
     seconds: float = 0.0
     hosts_unreachable: list[str] = field(default_factory=list)
     interrupted: bool = False

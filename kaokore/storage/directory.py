@@ -52,8 +52,8 @@ class Found:
         that record's bytes is not checked.
     """
 
-    rel: str  # relative to DIR, '/' separators
-    row: ManifestRow | None  # None: an image kaokore has no record of (another tool's, or a run that crashed)
+    rel: str
+    row: ManifestRow | None
 
 
 @dataclass(frozen=True)
@@ -82,13 +82,13 @@ class DatasetDir:
     """
 
     root: Path
-    state: Mapping  # kaokore.json (only the keys of the expected types)
+    state: Mapping
     manifest: Mapping[str, ManifestRow]
-    files: Mapping[str, bytes]  # the metadata copies present at the root
-    version: Version | None  # the version DIR positively holds; None when it cannot tell
-    evidence: str  # how the version was told, or why it could not be
+    files: Mapping[str, bytes]
+    version: Version | None
+    evidence: str
     layout: str
-    image_files: frozenset[str]  # every NNNNNNNN.jpg in a folder some layout uses, relative to DIR
+    image_files: frozenset[str]
 
     @cached_property
     def image_names(self) -> frozenset[str]:

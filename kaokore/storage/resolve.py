@@ -33,7 +33,7 @@ class Resolved:
 
     version: Version
     layout: str
-    adopt: bool  # whether files with no manifest row may be kept as this version's images
+    adopt: bool
 
 
 def resolve(dataset_dir: DatasetDir, dataset_version: str | Version | None, layout: str | None,

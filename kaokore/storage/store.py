@@ -14,10 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..dataset.layout import TOP_FOLDERS
-from ..dataset.metadata import sha256
 from ..errors import DirectoryError
 from .records import CONTENT_PROVIDERS, ROOT_FILES
-from .safefs import check_dir, open_file, scan
+from .safefs import check_dir, scan
 from .safewrite import TMP_SUFFIX, make_folder, open_fd, remove_file, update_file, write_file
 
 RESERVE = f".space-reserve{TMP_SUFFIX}"  # room kept for the manifest and failures.csv, see reserve_space()
@@ -114,18 +113,6 @@ def remove_temporaries(root: Path, folders: Iterable[str]) -> int:
                 except OSError:
                     pass
     return removed
-
-
-def file_sha256(path: Path, root: Path | None = None) -> str:
-    """SHA-256 of the file at `path`, which with `root` is under DIR (absolute, or relative to `root`):
-    read without following a link out of DIR (OSError ELOOP)."""
-    path = Path(path)
-    if root is None:
-        root, path = path.parent, Path(path.name)
-    elif path.is_absolute():
-        path = path.relative_to(root)
-    with open_file(root, path.as_posix()) as f:
-        return sha256(f)
 
 
 def content_providers() -> bytes:

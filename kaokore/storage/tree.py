@@ -39,7 +39,7 @@ class Tree:
 
     dataset_dir: DatasetDir
     meta: md.Metadata
-    present: frozenset[str]  # names of images found at the path the layout gives them
+    present: frozenset[str]
 
     @property
     def root(self) -> Path:
