@@ -1,10 +1,8 @@
 """`kaokore.download`: the whole run, from pinned metadata to a verified tree on disk.
 
-`download` reads as its steps, each a function: check the arguments (`options`), open DIR
-(`opening`: what it holds, the metadata), plan, fetch, save the bookkeeping (`bookkeeping`),
-describe. Each stage's work lives in its own module: versions -> metadata -> directory -> plan
--> fetch (scheduler) -> normalize -> store -> report, and last description (what DIR says
-about itself to other tools).
+`download` reads as its steps, each a function of its own: check the arguments (`options`),
+open DIR (`opening`: what it holds, the metadata), plan, fetch, save the bookkeeping
+(`bookkeeping`), describe. The stages themselves live in their modules (this package's docstring).
 """
 from __future__ import annotations
 
