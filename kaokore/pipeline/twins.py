@@ -19,10 +19,6 @@ from .report import Summary
 from .reuse import COPIED, LINKED, REUSED, Source, make_folders, place
 
 
-def _rough(url: str) -> str:
-    return url.partition(":")[2].lower()
-
-
 @dataclass(frozen=True)
 class Twin:
     """An image whose URL makes the same request as an earlier one of the run (`primary`), spelled
@@ -39,11 +35,12 @@ def split_twins(todo: Sequence[tuple[Item, str]]) -> tuple[list[tuple[Item, str]
     # URL under two schemes (1.2's http/https pairs), so only URLs that are alike once the scheme
     # and case are set aside are keyed; a twin spelled otherwise (a default port written out, a
     # zero-padded region) is then fetched twice, which costs a request and nothing else.
-    alike = Counter(_rough(item.url) for item, _ in todo)
+    roughs = [url.partition(":")[2].lower() for url in (item.url for item, _ in todo)]
+    alike = Counter(roughs)
     first: dict[tuple[str, str], Item] = {}
     fetch, twins = [], []
-    for item, rel in todo:
-        if alike[_rough(item.url)] == 1:
+    for (item, rel), rough in zip(todo, roughs):
+        if alike[rough] == 1:
             fetch.append((item, rel))
             continue
         request = parse(item.url)
