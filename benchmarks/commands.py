@@ -63,6 +63,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = ROOT / "tests"
 sys.path.insert(0, str(TESTS_DIR))  # the test server and the synthetic metadata live with the tests
 sys.path.insert(0, str(ROOT))  # this checkout's kaokore, whatever is installed
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the tables, also when this file is loaded by path
+from tables import markdown_table  # noqa: E402
+
 from iiif_server import FakeIIIF  # noqa: E402
 from synthetic import default_label, metadata_files, write_files  # noqa: E402
 
@@ -452,15 +455,7 @@ def format_table(figures: list[Figure]) -> str:
         rows.append((f.what, _fmt(f.median("wall"), ".3f"), _fmt(f.median("cpu"), ".2f"),
                      _fmt(f.median("rss_mb"), ".0f"), _fmt(f.target_s, "g"),
                      " ".join(f"{s.wall:.3f}" for s in f.samples)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("| " + " | ".join(c.ljust(w) if i in (0, 5) else c.rjust(w)
-                                       for i, (c, w) in enumerate(zip(row, widths))) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 1) + ("-" if i in (0, 5) else ":")
-                                        for i, w in enumerate(widths)) + "|")
-    return "\n".join(lines)
+    return "\n".join(markdown_table(rows, left=(0, 5)))
 
 
 def format_checks(checks: list[dict]) -> str:

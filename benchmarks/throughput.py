@@ -51,6 +51,9 @@ from pathlib import Path
 
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS_DIR))  # the test server and the synthetic metadata live with the tests
+sys.path.insert(0, str(TESTS_DIR.parent / "benchmarks"))  # the tables, also when this file is loaded by path
+from tables import markdown_table  # noqa: E402
+
 from synthetic import default_label, metadata_files, write_files  # noqa: E402
 
 # The issue's target configuration and targets (issue 6).
@@ -632,14 +635,7 @@ def format_whole_process(w: WholeProcess) -> str:
             (f"bare requests client ({w.spec.per_host} sessions per host, stores nothing)",
              f"{w.median('bare_wall_s'):.2f}", f"{w.median('bare_cpu_s'):.2f}", f"{w.median('bare_rss_mb'):.0f}",
              " ".join(f"{v:.2f}" for v in w.bare_wall_s))]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("| " + " | ".join(c.ljust(wd) if i in (0, 4) else c.rjust(wd)
-                                       for i, (c, wd) in enumerate(zip(row, widths))) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (wd + 1) + ("-" if i in (0, 4) else ":")
-                                        for i, wd in enumerate(widths)) + "|")
+    lines = markdown_table(rows, left=(0, 4))
     lines.append(f"ratio kaokore / bare, pair by pair: {' '.join(f'{r:.3f}' for r in w.ratios)} "
                  f"(median {w.median('ratios'):.3f})")
     return "\n".join(lines)
@@ -687,14 +683,7 @@ def format_table(results: list[RunResult]) -> str:
             other="-" if r.other_cpu_s is None else f"{r.other_cpu_s:.1f}",
         )
         rows.append([fmt.format(**values) for _, fmt in COLUMNS])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = []
-    for n, row in enumerate(rows):
-        lines.append("| " + " | ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
-                                       for i, (cell, w) in enumerate(zip(row, widths))) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 1) + (":" if i >= 2 else "-") for i, w in enumerate(widths)) + "|")
-    return "\n".join(lines)
+    return "\n".join(markdown_table(rows, left=(0, 1)))
 
 
 def check_whole_process(w: WholeProcess) -> dict:
