@@ -186,7 +186,10 @@ def test_ca_bundle_and_environment(tls_srv, tls_synth, pki, tmp_path, capsys, mo
     ("--ca-bundle", b"not a certificate\n"),
     ("REQUESTS_CA_BUNDLE", None),
     ("REQUESTS_CA_BUNDLE", b"not a certificate\n"),
-], ids=["flag-missing", "flag-empty", "flag-garbage", "env-missing", "env-garbage"])
+    # A PEM block that only OpenSSL's full load finds broken (it runs on a thread, beside the metadata).
+    ("--ca-bundle", b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"),
+    ("REQUESTS_CA_BUNDLE", b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"),
+], ids=["flag-missing", "flag-empty", "flag-garbage", "env-missing", "env-garbage", "flag-bad-pem", "env-bad-pem"])
 def test_unusable_ca_bundle_is_one_line_exit_2_before_any_request(tls_srv, tls_synth, tmp_path, capsys,
                                                                   monkeypatch, source, content):
     bundle = tmp_path / "bundle.pem"
@@ -205,6 +208,18 @@ def test_unusable_ca_bundle_is_one_line_exit_2_before_any_request(tls_srv, tls_s
     # Refused up front, not image by image after retries against a healthy server.
     assert sum(tls_srv.connections_opened.values()) == 0
     assert not image_files(tmp_path / "data")
+
+
+def test_a_broken_pem_bundle_is_refused_before_the_metadata_is_fetched(tls_srv, tmp_path, capsys, monkeypatch):
+    # The full load runs on a thread; the metadata's own request waits for it.
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    code, out, err = run_cli(capsys, "download", "--dir", str(tmp_path / "data"), "--quiet",
+                             "--metadata-url", f"{tls_srv.base_urls[0]}/meta")
+    assert code == EXIT_USAGE
+    assert err.count("\n") == 1 and "REQUESTS_CA_BUNDLE" in err and "no usable PEM CA certificate" in err, err
+    assert sum(tls_srv.connections_opened.values()) == 0
 
 
 def test_ssl_unverified_context_needs_no_usable_ca_bundle(tls_srv, tls_synth, tmp_path, capsys, monkeypatch):

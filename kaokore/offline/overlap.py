@@ -84,10 +84,11 @@ def fetch_upstream(base: str | None, timeout: float) -> dict[str, bytes]:
     from ..pipeline.fetch import get_metadata_file
     from ..pipeline.opening import METADATA_URL_ENV
     from ..pipeline.records import RetryPolicy
-    from ..pipeline.session import HttpOptions, make_session
+    from ..pipeline.session import HttpOptions, check_ca, make_session
 
     base = base or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL
     options, policy = HttpOptions(timeout=timeout), RetryPolicy(retries=1)
+    check_ca(options)
     files = {}
     with make_session(options, per_host=1) as session:
         for version in VERSIONS.values():

@@ -95,6 +95,7 @@ def _load_metadata(dataset_dir: DatasetDir, version: Version, session: requests.
     files = {n: data for n, data in dataset_dir.files.items() if md.sha256(data) == version.sha256[n]}
     missing = [n for n in METADATA_FILES if n not in files]
     if missing:
+        options.ca_check.wait()
         base = options.metadata_url or os.environ.get(METADATA_URL_ENV) or UPSTREAM_BASE_URL
         get = lambda url: get_metadata_file(session, url, options.http, options.policy)  # noqa: E731
         files.update(md.fetch_pinned(version, base, get, names=missing))

@@ -18,7 +18,7 @@ from ..dataset.versions import Version
 from ..errors import UsageError
 from .plan import check_selection
 from .records import RetryPolicy
-from .session import HttpOptions
+from .session import CaCheck, HttpOptions
 
 MAX_TIMEOUT = 3600.0  # beyond this (or inf, or nan) a timeout is a hang
 
@@ -43,6 +43,7 @@ class Options:
     stream: TextIO
     reuse: Iterable[str | os.PathLike]
     started: float  # time.monotonic() when the run began: the summary says how long it took
+    ca_check: CaCheck  # the CA file's full load, under way: waited for before the first request
 
 
 def check_options(dir: str | os.PathLike, dataset_version: str | Version | None, layout: str | None, *,
@@ -61,10 +62,11 @@ def check_options(dir: str | os.PathLike, dataset_version: str | Version | None,
         check_layout(layout)
     splits = list(splits) if splits is not None else None
     check_selection(splits, limit)
+    http = _http_options(timeout, verify)
     return Options(root=Path(dir), dataset_version=dataset_version, layout=layout, threads=threads,
-                   per_host=per_host, force=force, http=_http_options(timeout, verify), policy=policy,
+                   per_host=per_host, force=force, http=http, policy=policy,
                    metadata_dir=metadata_dir, metadata_url=metadata_url, splits=splits, limit=limit,
-                   quiet=quiet, stream=stream or sys.stderr, reuse=reuse, started=started)
+                   quiet=quiet, stream=stream or sys.stderr, reuse=reuse, started=started, ca_check=CaCheck(http))
 
 
 def _http_options(timeout: float, verify) -> HttpOptions:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -42,17 +43,25 @@ class HttpOptions:
     def __post_init__(self) -> None:
         # A CA file that cannot be loaded fails every https request alike, and
         # requests reports it as an OSError or a bare SSLError that looks like a
-        # flaky or dead server: refuse it here, before anything is fetched.
+        # flaky or dead server: refuse it before anything is fetched. Here, what
+        # a glance tells (missing, unreadable, no PEM block); loading it in full
+        # is `CaCheck`'s, on a thread.
+        named = self.ca_file()
+        if named is not None:
+            _glance_at_ca_file(*named)
+
+    def ca_file(self) -> tuple[str, str] | None:
+        """The CA file (or c_rehash folder) https requests will trust and who named it, as
+        (path, "--ca-bundle" or the variable's name); None for the system's CAs or no check."""
         if self.ssl_unverified:
-            return
+            return None
         if self.ca_bundle is not None:
-            _check_ca_file(self.ca_bundle, "--ca-bundle")
-            return
+            return self.ca_bundle, "--ca-bundle"
         for name in CA_BUNDLE_ENV:
             value = os.environ.get(name)
             if value:  # requests skips an empty variable too
-                _check_ca_file(value, name)
-                return
+                return value, name
+        return None
 
     @property
     def verify(self) -> bool | str:
@@ -64,11 +73,59 @@ class HttpOptions:
         return self.ca_bundle or True
 
 
-def _check_ca_file(path: str, source: str) -> None:
-    """Load `path` the way urllib3 will, so a bad one is a one-line usage error."""
+class CaCheck:
+    """`options`' CA file loaded the way urllib3 will load it, on a thread from now on.
+
+    OpenSSL takes ~25 ms over a system bundle and releases the GIL meanwhile, so the
+    load runs beside DIR's inspection and the metadata's parsing instead of in front of
+    them. `wait()` raises its `UsageError`; call it before the first request.
+    """
+
+    def __init__(self, options: HttpOptions):
+        self._error: str | None = None
+        named = options.ca_file()
+        self._thread = None
+        if named is not None:
+            self._thread = threading.Thread(target=self._load, args=named, name="kaokore-ca-check", daemon=True)
+            self._thread.start()
+
+    def _load(self, path: str, source: str) -> None:
+        try:
+            _load_ca_file(path, source)
+        except UsageError as exc:
+            self._error = str(exc)
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise UsageError(self._error)
+
+
+def check_ca(options: HttpOptions) -> None:
+    """`CaCheck`, waited for at once: for a caller with nothing to do meanwhile."""
+    CaCheck(options).wait()
+
+
+def _glance_at_ca_file(path: str, source: str) -> None:
+    """The CA file's faults that need no parsing, found in a fraction of a millisecond."""
+    if os.path.isdir(path):  # requests accepts an OpenSSL c_rehash directory: loading it is the check
+        return
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{source} {path!r} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"{source} {path!r} cannot be read: {exc.strerror or exc}") from None
+    if b"-----BEGIN " not in data:
+        raise UsageError(f"{source} {path!r} holds no usable PEM CA certificate (no PEM block in it)")
+
+
+def _load_ca_file(path: str, source: str) -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        if os.path.isdir(path):  # requests accepts an OpenSSL c_rehash directory
+        if os.path.isdir(path):
             context.load_verify_locations(capath=path)
         else:
             context.load_verify_locations(cafile=path)
