@@ -241,3 +241,24 @@ def test_a_disk_turning_read_only_stops_the_run_and_a_rerun_fetches_only_the_res
     assert_stopped_by_the_disk(srv, synth, root, code, out, err, os.strerror(errno.EROFS))
     monkeypatch.undo()
     assert_a_rerun_fetches_only_the_rest(srv, synth, root, capsys)
+
+
+def test_a_disk_without_room_for_the_record_stops_the_run_as_its_first_requests_go_out(srv, tmp_path, capsys,
+                                                                                      budget):
+    """The room for the manifest is set aside once the workers started: a disk that cannot give it
+    stops the run at once, naming the room, with at most the images already asked for landing whole."""
+    synth = make_synthetic(srv, tmp_path, n=60, blank=(), unlabeled=())
+    root = tmp_path / "data"
+    metadata = sum(p.stat().st_size for p in synth.meta_dir.iterdir())
+    budget(root, errno.EDQUOT, limit=metadata + 16 * 1024)  # DIR's copies of the metadata fit, ~100 KB more do not
+
+    code, out, err = download(capsys, root, synth, "--json", "--threads", "2")
+
+    assert code == EXIT_USAGE and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"kaokore: error: cannot write to '{root}'") and "KiB free for its manifest" in last, err
+    assert json.loads(out)["complete"] is False
+    assert len(srv.request_log) <= 2  # only what the 2 workers had asked for already
+    for name, path in image_files(root).items():
+        assert path.read_bytes() == srv.expected_bytes(synth.urls[int(name[:8])])
+    assert list(root.rglob(f"*{TMP_SUFFIX}")) == []

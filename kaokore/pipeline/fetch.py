@@ -35,7 +35,8 @@ STOP_GRACE = 2.0  # seconds Ctrl-C (or a full disk) waits for in-flight images b
 
 def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, ManifestRow], summary: Summary, *,
                  threads: int, per_host: int, options: HttpOptions, policy: RetryPolicy, layout: str,
-                 quiet: bool, stream: TextIO, present: Collection[str] = ()) -> None:
+                 quiet: bool, stream: TextIO, present: Collection[str] = (),
+                 meanwhile: Callable[[], None] | None = None) -> None:
     """Fetch every `(item, rel_path)` of `todo` into `root`, updating `rows` and `summary` as images land.
 
     Parameters
@@ -65,6 +66,9 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     present : collection of str
         The images `summary.already_present` counts: one taken back out as a placeholder is
         no longer present.
+    meanwhile : callable, optional
+        Run on this thread once the workers have started, before any result is applied (the
+        run's reserve of disk room). Its `StoreError` stops the run as the disk's would midway.
 
     Raises
     ------
@@ -86,6 +90,11 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     scheduler = HostScheduler(tasks, per_host, policy, QueueSink(results.put), kept=list(rows.values()))
     _start_workers(session, scheduler, collector.workers, options, policy, layout, results.put)
     try:
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except StoreError as exc:
+                collector.fatal = exc
         _collect(results, collector, scheduler)
     finally:
         progress.close()
