@@ -61,6 +61,8 @@ def folder(item: Item, layout: str, classes: Mapping[str, Sequence[str]]) -> str
 
 def image_path(item: Item, layout: str, classes: Mapping[str, Sequence[str]]) -> str:
     """The path of `item` relative to DIR, with '/' separators."""
+    if layout == "split" and item.split is not None:  # most images, asked twice each before a run's first request
+        return f"{item.split}/{item.name}"
     return f"{folder(item, layout, classes)}/{item.name}"
 
 

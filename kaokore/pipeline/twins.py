@@ -37,6 +37,8 @@ def split_twins(todo: Sequence[tuple[Item, str]]) -> tuple[list[tuple[Item, str]
     # zero-padded region) is then fetched twice, which costs a request and nothing else.
     roughs = [url.partition(":")[2].lower() for url in (item.url for item, _ in todo)]
     alike = Counter(roughs)
+    if len(alike) == len(roughs):  # no two alike: every version but 1.2
+        return list(todo), []
     first: dict[tuple[str, str], Item] = {}
     fetch, twins = [], []
     for (item, rel), rough in zip(todo, roughs):
