@@ -16,7 +16,7 @@ import kaokore
 from kaokore.dataset.metadata import Item
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK
 from kaokore.pipeline.attempt import _transient
-from kaokore.pipeline.fetch import make_task
+from kaokore.pipeline.fetch import make_task, make_tasks
 from kaokore.pipeline.records import RetryPolicy
 from kaokore.pipeline.session import host_key
 
@@ -45,6 +45,17 @@ def hold_port(base_url: str) -> socket.socket:
 # --------------------------------------------------------------------------
 # Retry discipline
 # --------------------------------------------------------------------------
+
+
+def test_a_runs_tasks_have_the_hosts_of_their_own_urls():
+    """make_tasks parses each server's URL once: every task's politeness key is still its own URL's."""
+    urls = ["http://a.example/x", "https://A.example/y", "http://a.example:80/z", "http://a.example:8080/z",
+            "http://a.example:8080?q=/w", "http://user@b.example#f/x", "http://b.example", "https://b.example:443/",
+            "http://a.example:8080/q", "http://[::1]:9/x", "http://a.example/x?y=http://c.example/"]
+    tasks = make_tasks([(Item(i, url), f"{i:08d}.jpg") for i, url in enumerate(urls)], Path("/n"), FAST)
+    assert [task.host for task in tasks] == [host_key(url) for url in urls]
+    assert [task.host for task in tasks][:4] == ["a.example", "a.example", "a.example", "a.example:8080"]
+    assert [task.rel_path for task in tasks] == [f"{i:08d}.jpg" for i in range(len(urls))]
 
 
 def test_backoff_doubles_with_jitter_up_to_its_cap():

@@ -10,12 +10,11 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TextIO
 
 import requests
-from urllib3.util import Retry
 
 from ..dataset.metadata import Item
 from ..errors import NetworkError
@@ -77,10 +76,7 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     KeyboardInterrupt
         Never: Ctrl-C sets ``summary.interrupted`` and returns once in-flight images had a moment to land.
     """
-    # Every image's task is made before the first request: parse each server's URL once, not each
-    # image's, and share one starting Retry (urllib3's Retry is immutable: increment() makes a new one).
-    state, hosts = policy.new_state(), {}
-    tasks = [make_task(item, root, rel, policy, state=state, hosts=hosts) for item, rel in todo]
+    tasks = make_tasks(todo, root, policy)
     if not tasks:
         return
     results: queue.Queue = queue.Queue()
@@ -152,18 +148,26 @@ def _start_workers(session: requests.Session, scheduler: HostScheduler, threads:
         threading.Thread(target=work, name=f"kaokore-fetch-{i}", daemon=True).start()
 
 
-def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy, *, state: Retry | None = None,
-              hosts: dict[str, str] | None = None) -> Task:
-    """The task of fetching `item` to `rel_path`; `hosts` caches `host_key` by what precedes a URL's path."""
-    url = item.url
-    if hosts is None:
-        host = host_key(url)
-    else:
-        # scheme://netloc: everything host_key reads. A checked URL has "//" right after its scheme.
-        origin = url[:url.find("/", url.find("//") + 2)] if url.find("/", url.find("//") + 2) >= 0 else url
-        host = hosts.get(origin) or hosts.setdefault(origin, host_key(url))
-    return Task(item=item, root=root, rel_path=rel_path, host=host,
-                state=state if state is not None else policy.new_state())
+def make_task(item: Item, root: Path, rel_path: str, policy: RetryPolicy) -> Task:
+    """The task of fetching `item` to `rel_path`."""
+    return Task(item=item, root=root, rel_path=rel_path, host=host_key(item.url), state=policy.new_state())
+
+
+def make_tasks(todo: Iterable[tuple[Item, str]], root: Path, policy: RetryPolicy) -> list[Task]:
+    """`make_task` for each `(item, rel_path)`, in front of a run's first request: each server's
+    URL is parsed once, not each image's (a checked URL has "//" right after its scheme, and
+    scheme://netloc is everything `host_key` reads), and the tasks share one starting Retry
+    (urllib3's Retry is immutable: increment() makes a new one)."""
+    state, hosts, tasks = policy.new_state(), {}, []
+    for item, rel in todo:
+        url = item.url
+        cut = url.find("/", url.find("//") + 2)
+        origin = url if cut < 0 else url[:cut]
+        host = hosts.get(origin)
+        if host is None:
+            host = hosts[origin] = host_key(url)
+        tasks.append(Task(item, root, rel, host, state))
+    return tasks
 
 
 def get_metadata_file(session: requests.Session, url: str, options: HttpOptions, policy: RetryPolicy,
