@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -16,13 +17,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from . import defaults, errors
 from ._version import __version__
 from .dataset.layout import DEFAULT_LAYOUT, LAYOUTS, SPLIT_CHOICES
 from .dataset.versions import DEFAULT_VERSION, VERSIONS
 from .errors import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, KaokoreError, UsageError, exit_status_help
-from .offline import info, preview
+from .flags import Parser, flag
 
 # Pre-wrapped: these parsers keep the exit-status tables' line breaks, so they do not wrap text.
 DOWNLOAD_DESCRIPTION = """\
@@ -47,103 +49,48 @@ What "is a 256x256 RGB JPEG" proves depends on the mode:
           bytes). About five times the CPU of a plain check."""
 
 
-class Parser(argparse.ArgumentParser):
-    """An `ArgumentParser` that takes no abbreviated flags and blames the right subcommand.
-
-    argparse would read `--layou flat` as `--layout flat` and rearrange a whole tree, so
-    every flag must be spelled out. It also reports an unknown flag with the top-level
-    usage, which does not list the flags the user was reaching for; here the chosen
-    subcommand reports it.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-        self._commands = None
-
-    def add_subparsers(self, **kwargs):
-        # Subcommand parsers are built by this same class (argparse's default parser_class).
-        self._commands = super().add_subparsers(**kwargs)
-        return self._commands
-
-    def parse_args(self, args=None, namespace=None):
-        namespace, extras = self.parse_known_args(args, namespace)
-        if extras:
-            self._chosen(namespace).error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace
-
-    def _chosen(self, namespace: argparse.Namespace) -> argparse.ArgumentParser:
-        if self._commands is not None:
-            name = getattr(namespace, self._commands.dest, None)
-            if name in self._commands.choices:
-                return self._commands.choices[name]
-        return self
-
-
-# Upstream's download.py spells these two with underscores, and so do the scripts written for it.
-UPSTREAM_SPELLING = frozenset({"dataset_version", "ssl_unverified_context"})
-
-
-def _flag(parser, name: str, **kwargs):
-    """Add `--name` spelled the way the docs write it, and its other spelling as a hidden alias.
-
-    Help and usage show one spelling per flag, the documented one: dashes (`--per-host`),
-    except upstream's own flags (`--dataset_version`). The other spelling is parsed the
-    same but kept out of the help, so a user reads the flags as README.md writes them.
-    """
-    dest = kwargs.pop("dest", name)
-    if "_" not in name:
-        return parser.add_argument(f"--{name}", dest=dest, **kwargs)
-    dashed, underscored = f"--{name.replace('_', '-')}", f"--{name}"
-    shown, alias = (underscored, dashed) if name in UPSTREAM_SPELLING else (dashed, underscored)
-    action = parser.add_argument(shown, dest=dest, **kwargs)
-    # SUPPRESS as the alias's default: the shown flag's default is the one the namespace gets.
-    parser.add_argument(alias, dest=dest, **{**kwargs, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS})
-    return action
-
-
 def add_dir_option(parser: argparse.ArgumentParser, what: str = "dataset directory",
                    default: str = defaults.DIR) -> None:
     """`--dir`, the one flag every command but `versions` takes."""
-    _flag(parser, "dir", default=default, metavar="DIR", help=f"{what} (default: %(default)s)")
+    flag(parser, "dir", default=default, metavar="DIR", help=f"{what} (default: %(default)s)")
 
 
 def add_download_options(parser: argparse.ArgumentParser, *, threads_default: int = defaults.THREADS,
                          dir_default: str = defaults.DIR, layout: bool = True) -> None:
     """The download flags; shared with the top-level download.py so the two never drift."""
     add_dir_option(parser, "directory to store the dataset in", dir_default)
-    _flag(parser, "dataset_version", default=None, choices=list(VERSIONS), metavar="V",
+    flag(parser, "dataset_version", default=None, choices=list(VERSIONS), metavar="V",
           help=f"dataset version: {', '.join(VERSIONS)} (default: the one DIR holds, else {DEFAULT_VERSION}, "
                "the one upstream's benchmarks use)")
     if layout:
-        _flag(parser, "layout", default=None, choices=LAYOUTS, metavar="L",
+        flag(parser, "layout", default=None, choices=LAYOUTS, metavar="L",
               help="split: DIR/{train,dev,test,unlabeled}/; flat: DIR/images_256/ (upstream); "
                    f"gender/status: DIR/{{split}}/{{class}}/ for ImageFolder (default: the one DIR has, "
                    f"else {DEFAULT_LAYOUT})")
-    _flag(parser, "threads", type=int, default=threads_default, metavar="N",
+    flag(parser, "threads", type=int, default=threads_default, metavar="N",
           help="simultaneous downloads in total (default: %(default)s)")
-    _flag(parser, "per_host", type=int, default=defaults.PER_HOST, metavar="N",
+    flag(parser, "per_host", type=int, default=defaults.PER_HOST, metavar="N",
           help="simultaneous requests to one server, never exceeded (default: %(default)s)")
-    _flag(parser, "retries", type=int, default=defaults.RETRIES, metavar="N",
+    flag(parser, "retries", type=int, default=defaults.RETRIES, metavar="N",
           help="retries per image (default: %(default)s)")
-    _flag(parser, "timeout", type=float, default=defaults.TIMEOUT, metavar="S",
+    flag(parser, "timeout", type=float, default=defaults.TIMEOUT, metavar="S",
           help="connect and read timeout in seconds (default: %(default)s)")
-    _flag(parser, "force", action="store_true", help="fetch again even images already present")
-    _flag(parser, "ssl_unverified_context", action="store_true",
+    flag(parser, "force", action="store_true", help="fetch again even images already present")
+    flag(parser, "ssl_unverified_context", action="store_true",
           help="do not check TLS certificates (for broken conda installs)")
-    _flag(parser, "ca_bundle", metavar="PEM", help="trust the CA certificates in PEM")
-    _flag(parser, "metadata_dir", metavar="DIR",
+    flag(parser, "ca_bundle", metavar="PEM", help="trust the CA certificates in PEM")
+    flag(parser, "metadata_dir", metavar="DIR",
           help="read the five metadata files from DIR (not held to the pinned checksums)")
-    _flag(parser, "metadata_url", metavar="BASE",
+    flag(parser, "metadata_url", metavar="BASE",
           help="mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
-    _flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
+    flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
           help=f"fetch only this split: {', '.join(SPLIT_CHOICES)} (repeatable; default: all)")
-    _flag(parser, "limit", type=int, metavar="N", help="fetch at most N images (smoke runs)")
-    _flag(parser, "reuse", action="append", default=[], metavar="OTHER_DIR",
+    flag(parser, "limit", type=int, metavar="N", help="fetch at most N images (smoke runs)")
+    flag(parser, "reuse", action="append", default=[], metavar="OTHER_DIR",
           help="take images of the same IIIF requests from another kaokore tree (e.g. another version's) "
                "instead of fetching them; OTHER_DIR is only read (repeatable)")
-    _flag(parser, "quiet", action="store_true", help="no progress display")
-    _flag(parser, "json", action="store_true", help="print a JSON summary on stdout")
+    flag(parser, "quiet", action="store_true", help="no progress display")
+    flag(parser, "json", action="store_true", help="print a JSON summary on stdout")
 
 
 def download_kwargs(args: argparse.Namespace) -> dict:
@@ -214,27 +161,27 @@ def _json_errors(as_json: bool):
 
 
 def _verify_options(p: argparse.ArgumentParser) -> None:
-    _flag(p, "dataset_version", choices=list(VERSIONS), default=None, metavar="V",
+    flag(p, "dataset_version", choices=list(VERSIONS), default=None, metavar="V",
           help=f"expected version: {', '.join(VERSIONS)} (default: the one DIR's metadata is)")
-    _flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
+    flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
           help=f"check only this split: {', '.join(SPLIT_CHOICES)} (repeatable)")
-    _flag(p, "limit", type=int, metavar="N", help="check only the first N images (as download --limit)")
-    _flag(p, "deep", action="store_true",
+    flag(p, "limit", type=int, metavar="N", help="check only the first N images (as download --limit)")
+    flag(p, "deep", action="store_true",
           help="decode every image in full, not only those without a manifest row (slower; see above)")
-    _flag(p, "json", action="store_true", help="print the report as JSON on stdout")
+    flag(p, "json", action="store_true", help="print the report as JSON on stdout")
 
 
 def _versions_options(p: argparse.ArgumentParser) -> None:
-    _flag(p, "overlap", action="store_true",
+    flag(p, "overlap", action="store_true",
           help="for each pair of versions, the faces they share by IIIF request and what a download fetches "
                "with and without --reuse (reads every version's pinned urls.txt)")
-    _flag(p, "upstream_dir", metavar="DIR",
+    flag(p, "upstream_dir", metavar="DIR",
           help="with --overlap: read the urls.txt files from a clone of upstream's repository, not the network")
-    _flag(p, "metadata_url", metavar="BASE",
+    flag(p, "metadata_url", metavar="BASE",
           help="with --overlap: mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
-    _flag(p, "timeout", type=float, default=defaults.TIMEOUT,
+    flag(p, "timeout", type=float, default=defaults.TIMEOUT,
           help="with --overlap: connect and read timeout in seconds (default: %(default)s)")
-    _flag(p, "json", action="store_true", help="with --overlap: the table as JSON on stdout")
+    flag(p, "json", action="store_true", help="with --overlap: the table as JSON on stdout")
 
 
 def _run_verify(args: argparse.Namespace) -> int:
@@ -263,6 +210,18 @@ def _run_versions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _offline(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    """The flags and the run of `kaokore.offline.<module>`, which is imported only when either is called:
+    info's and preview's modules cost every other command ~5 ms."""
+    load = partial(importlib.import_module, f"{__package__}.offline.{module}")
+
+    def options(p: argparse.ArgumentParser) -> None:
+        p.description = load().DESCRIPTION
+        load().add_options(p)
+
+    return options, lambda args: load().run(args)
+
+
 @dataclass(frozen=True)
 class Command:
     """A subcommand: its `--help` texts, its flags but `--dir`, and the function that runs it."""
@@ -284,14 +243,14 @@ COMMANDS = (
             VERIFY_DESCRIPTION, exit_status_help(verify=True)),
     Command("versions", "list the dataset versions", _versions_options, _run_versions,
             "List the dataset versions kaokore knows, with their image counts.", takes_dir=False),
-    Command("info", "class balance and completeness of a downloaded tree (offline)", info.add_options, info.run,
-            info.DESCRIPTION),
-    Command("preview", "draw a contact sheet of faces (one row per class, or a mosaic)", preview.add_options,
-            preview.run, preview.DESCRIPTION),
+    Command("info", "class balance and completeness of a downloaded tree (offline)", *_offline("info")),
+    Command("preview", "draw a contact sheet of faces (one row per class, or a mosaic)", *_offline("preview")),
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, the other subcommands are listed but get no flags
+    (a run needs its own command's flags, not the modules the others' come from)."""
     parser = Parser(
         prog="kaokore", description="Download, verify and inspect the KaoKore dataset.",
         epilog=exit_status_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
         raw = {"formatter_class": argparse.RawDescriptionHelpFormatter} if command.epilog else {}
         p = sub.add_parser(command.name, help=command.help, description=command.description,
                            epilog=command.epilog, **raw)
+        if only is not None and command.name != only:
+            continue
         if command.takes_dir:
             add_dir_option(p)
         command.options(p)
@@ -310,7 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first word that is not a flag: the top level has no flag that takes a value.
+    named = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(only=named if named in {c.name for c in COMMANDS} else None).parse_args(argv)
     return safe_main(lambda: args.run(args))
 
 

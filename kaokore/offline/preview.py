@@ -264,7 +264,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=SHEET_SPLITS, default="all", help="draw from this split (default: all)")
     p.add_argument("--per-class", dest="per_class", type=int, default=None, metavar="N",
                    help=f"faces per class row (default: {DEFAULT_PER_CLASS})")
-    # The other spelling works too, kept out of the help as the download flags' are (kaokore.cli._flag).
+    # The other spelling works too, kept out of the help as the download flags' are (kaokore.flags.flag).
     p.add_argument("--per_class", dest="per_class", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--rows", type=int, default=None, metavar="R", help=f"mosaic rows (default: {DEFAULT_ROWS})")
     p.add_argument("--cols", type=int, default=None, metavar="C", help=f"mosaic columns (default: {DEFAULT_COLS})")
