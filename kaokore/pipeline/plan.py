@@ -170,22 +170,22 @@ def _keep_adopted(root: Path, unknown: list[tuple[Item, str]], layout: str, adop
 def _list_fetch(metadata: Metadata, layout: str, selection: Sequence[Item], force: bool, reuse: Reuse | None,
                 record: Record | None, plan: Plan) -> None:
     """What is left to fetch of the selection, once `reuse` has stored what it could."""
+    wanted = []
+    for item in selection:
+        if not item.url:
+            continue
+        if item.name in plan.rows and not force:
+            plan.already_present += 1
+        else:
+            wanted.append((item, image_path(item, layout, metadata.classes)))
     if reuse is not None:
-        wanted = [(item, image_path(item, layout, metadata.classes)) for item in selection
-                  if item.url and (force or item.name not in plan.rows)]
         for row in reuse(wanted, plan.rows):
             plan.rows[row.image] = row
             plan.reused.append(row.image)
             if record is not None:
                 record(row)
     reused = set(plan.reused)
-    for item in selection:
-        if not item.url or item.name in reused:
-            continue
-        if item.name in plan.rows and not force:
-            plan.already_present += 1
-        else:
-            plan.fetch.append((item, image_path(item, layout, metadata.classes)))
+    plan.fetch.extend(pair for pair in wanted if pair[0].name not in reused)
 
 
 def _drop_placeholders(root: Path, plan: Plan, note: Callable[[str], None] | None) -> None:
