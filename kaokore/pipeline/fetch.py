@@ -35,7 +35,7 @@ STOP_GRACE = 2.0  # seconds Ctrl-C (or a full disk) waits for in-flight images b
 def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, ManifestRow], summary: Summary, *,
                  threads: int, per_host: int, options: HttpOptions, policy: RetryPolicy, layout: str,
                  quiet: bool, stream: TextIO, present: Collection[str] = (),
-                 meanwhile: Callable[[], None] | None = None) -> None:
+                 before_writes: Callable[[], None] | None = None) -> None:
     """Fetch every `(item, rel_path)` of `todo` into `root`, updating `rows` and `summary` as images land.
 
     Parameters
@@ -65,9 +65,10 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     present : collection of str
         The images `summary.already_present` counts: one taken back out as a placeholder is
         no longer present.
-    meanwhile : callable, optional
-        Run on this thread once the workers have started, before any result is applied (the
-        run's reserve of disk room). Its `StoreError` stops the run as the disk's would midway.
+    before_writes : callable, optional
+        Run on this thread once the workers have started: the first requests go out meanwhile,
+        but no image is written before it returns (the run's reserve of disk room). Its
+        `StoreError` stops the run, and is the error of each image then waiting to be written.
 
     Raises
     ------
@@ -84,14 +85,10 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
     collector = Collector(root, rows, summary, Journal(root), progress, workers=min(threads, len(tasks)),
                           fetching={task.item.name for task in tasks}, present=present)
     scheduler = HostScheduler(tasks, per_host, policy, QueueSink(results.put), kept=list(rows.values()))
-    _start_workers(session, scheduler, collector.workers, options, policy, layout, results.put)
+    gate = _Gate(before_writes)
+    _start_workers(session, scheduler, collector.workers, options, policy, layout, results.put, gate.guard(scheduler))
     try:
-        if meanwhile is not None:
-            try:
-                meanwhile()
-            except StoreError as exc:
-                collector.fatal = exc
-        _collect(results, collector, scheduler)
+        _collect(results, collector, scheduler, gate)
     finally:
         progress.close()
         collector.journal.close()
@@ -99,10 +96,12 @@ def fetch_images(session: requests.Session, root: Path, todo, rows: dict[str, Ma
         raise collector.fatal
 
 
-def _collect(results: queue.Queue, collector: Collector, scheduler: HostScheduler) -> None:
-    """Apply the workers' results on this thread until they are done, DIR stops taking images, or Ctrl-C."""
+def _collect(results: queue.Queue, collector: Collector, scheduler: HostScheduler, gate: _Gate) -> None:
+    """Open the gate, then apply the workers' results on this thread until they are done, DIR stops
+    taking images, or Ctrl-C."""
     summary, progress = collector.summary, collector.progress
     try:
+        collector.fatal = gate.open()
         while collector.workers and collector.fatal is None:
             try:
                 results.get(timeout=0.5).apply(collector)
@@ -123,13 +122,46 @@ def _collect(results: queue.Queue, collector: Collector, scheduler: HostSchedule
                 break
 
 
+class _Gate:
+    """No image is written before `open` has run `before_writes` (the run's reserve of disk room):
+    the first requests go out meanwhile. Its `StoreError` is then the error of every image that
+    waited at the gate, as a full disk's is of the image that met it."""
+
+    def __init__(self, before_writes: Callable[[], None] | None):
+        self._before_writes = before_writes
+        self._opened = threading.Event()
+        self._error: StoreError | None = None
+
+    def open(self) -> StoreError | None:
+        try:
+            if self._before_writes is not None:
+                self._before_writes()
+        except StoreError as exc:
+            self._error = exc
+        finally:  # Ctrl-C included: a worker must never wait here for good
+            self._opened.set()
+        return self._error
+
+    def guard(self, scheduler: HostScheduler) -> Callable[[Task, str], str]:
+        """`scheduler.claim`, asked right before each write, once the gate is open."""
+
+        def claim(task: Task, digest: str) -> str:
+            self._opened.wait()
+            if self._error is not None:
+                raise StoreError(str(self._error))
+            return scheduler.claim(task, digest)
+
+        return claim
+
+
 def _start_workers(session: requests.Session, scheduler: HostScheduler, threads: int, options: HttpOptions,
-                   policy: RetryPolicy, layout: str, put: Callable[[object], None]) -> None:
+                   policy: RetryPolicy, layout: str, put: Callable[[object], None],
+                   claim: Callable[[Task, str], str]) -> None:
     def work() -> None:
         try:
             while (task := scheduler.acquire()) is not None:
                 try:
-                    outcome = attempt(session, task, options, policy, layout, scheduler.claim)
+                    outcome = attempt(session, task, options, policy, layout, claim)
                 except StoreError as exc:
                     scheduler.stop()
                     # The image that met the full disk failed: failures.csv names it, with the error.

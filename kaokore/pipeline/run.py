@@ -229,12 +229,12 @@ def _fetch(options: Options, session: requests.Session, layout: str, plan: Plan,
     try:
         fetching = {item.name for item, _ in plan.fetch} | set(plan.reused)
         present = {item.name for item in selection if item.name in plan.rows and item.name not in fetching}
-        # The room for the manifest is set aside while the first requests are out: writing ~5 MB of
-        # random bytes takes ~20 ms with the GIL released, and the first images are only a few KB.
+        # The room for the manifest is set aside while the first requests are out (~5 MB of random
+        # bytes: ~20 ms with the GIL released), and before any image is written.
         fetch_images(session, options.root, todo, rows, summary, threads=options.threads,
                      per_host=options.per_host, options=options.http, policy=options.policy, layout=layout,
                      quiet=options.quiet, stream=options.stream, present=present,
-                     meanwhile=lambda: reserve(options.root, rows, plan.fetch))
+                     before_writes=lambda: reserve(options.root, rows, plan.fetch))
         # A reused image is taken back out if a fetched one turns out to have its bytes (a placeholder).
         summary.reused = sum(1 for name in plan.reused if name in rows)
         twins_stored = store_twins(options.root, twins, rows, summary, layout)
