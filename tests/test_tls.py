@@ -20,6 +20,7 @@ from helpers import failure_rows, image_files, jpeg_info, make_synthetic, run_cl
 from iiif_server import FakeIIIF
 
 from kaokore.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from kaokore.storage.lock import exclusive
 
 trustme = pytest.importorskip("trustme")
 
@@ -220,6 +221,21 @@ def test_a_broken_pem_bundle_is_refused_before_the_metadata_is_fetched(tls_srv, 
     assert code == EXIT_USAGE
     assert err.count("\n") == 1 and "REQUESTS_CA_BUNDLE" in err and "no usable PEM CA certificate" in err, err
     assert sum(tls_srv.connections_opened.values()) == 0
+
+
+def test_a_run_refused_at_once_exits_cleanly_while_its_ca_bundle_loads(pki, tls_synth, tmp_path):
+    """The CA file loads on a thread beside the run; a run refused before it waits for that load
+    (DIR held by another download) must not exit under it: OpenSSL's exit handlers free what the
+    load is using, and the process died of SIGSEGV now and then."""
+    bundle = tmp_path / "big.pem"
+    bundle.write_bytes(Path(pki["ca"]).read_bytes() * 1000)  # a load long enough to outlast the run
+    root = tmp_path / "data"
+    root.mkdir()
+    with exclusive(root):
+        for _ in range(3):
+            proc = run_subprocess(download_args(tls_synth, root, "--ca-bundle", str(bundle)), tmp_path)
+            assert proc.returncode == EXIT_USAGE, (proc.returncode, proc.stderr)
+            assert proc.stderr.startswith("kaokore: error: another kaokore download is using"), proc.stderr
 
 
 def test_ssl_unverified_context_needs_no_usable_ca_bundle(tls_srv, tls_synth, tmp_path, capsys, monkeypatch):

@@ -137,7 +137,7 @@ def download(
     custom_files, sources = look_first(options)
     with exclusive(options.root), make_session(options.http, options.per_host) as session:
         opened = open_dir(options, session, custom_files)
-        options.ca_check.wait()  # loaded meanwhile; DIR was only looked at so far
+        options.ca_check.wait()  # loaded meanwhile: a bad CA file still stops the run before it plans or fetches
         summary = Summary(dir=str(options.root), dataset_version=opened.version.name, layout=opened.layout)
         # What the description takes from the metadata alone is made on a thread while the images
         # download: from now when DIR lacks some of its images (the plan's hashing leaves the CPU

@@ -30,6 +30,7 @@ DEFAULT_MAX_REDIRECTS = 5
 CHUNK = 64 * 1024  # also the largest redirect body read to keep its connection
 TLS_HINT = "pass --ca-bundle PEM if you use a private CA, or --ssl_unverified_context to skip the check"
 CA_BUNDLE_ENV = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what requests reads, in its order
+GLANCE_BYTES = 16 * 1024 * 1024  # a system CA bundle is ~0.2 MB
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ class CaCheck:
         named = options.ca_file()
         self._thread = None
         if named is not None:
-            self._thread = threading.Thread(target=self._load, args=named, name="kaokore-ca-check", daemon=True)
+            # Not a daemon: the interpreter waits for it at exit. A run refused early (DIR locked)
+            # would otherwise exit while OpenSSL still loads the file, and its exit handlers
+            # free what the load is using (a segfault, seen in tests/test_dir_safety.py).
+            self._thread = threading.Thread(target=self._load, args=named, name="kaokore-ca-check")
             self._thread.start()
 
     def _load(self, path: str, source: str) -> None:
@@ -113,12 +117,12 @@ def _glance_at_ca_file(path: str, source: str) -> None:
         return
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(GLANCE_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{source} {path!r} does not exist") from None
     except OSError as exc:
         raise UsageError(f"{source} {path!r} cannot be read: {exc.strerror or exc}") from None
-    if b"-----BEGIN " not in data:
+    if b"-----BEGIN " not in data and len(data) < GLANCE_BYTES:  # longer (/dev/zero...): the full load decides
         raise UsageError(f"{source} {path!r} holds no usable PEM CA certificate (no PEM block in it)")
 
 
