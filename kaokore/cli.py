@@ -60,35 +60,35 @@ def add_download_options(parser: argparse.ArgumentParser, *, threads_default: in
     """The download flags; shared with the top-level download.py so the two never drift."""
     add_dir_option(parser, "directory to store the dataset in", dir_default)
     flag(parser, "dataset_version", default=None, choices=list(VERSIONS), metavar="V",
-          help=f"dataset version: {', '.join(VERSIONS)} (default: the one DIR holds, else {DEFAULT_VERSION}, "
-               "the one upstream's benchmarks use)")
+         help=f"dataset version: {', '.join(VERSIONS)} (default: the one DIR holds, else {DEFAULT_VERSION}, "
+              "the one upstream's benchmarks use)")
     if layout:
         flag(parser, "layout", default=None, choices=LAYOUTS, metavar="L",
-              help="split: DIR/{train,dev,test,unlabeled}/; flat: DIR/images_256/ (upstream); "
-                   f"gender/status: DIR/{{split}}/{{class}}/ for ImageFolder (default: the one DIR has, "
-                   f"else {DEFAULT_LAYOUT})")
+             help="split: DIR/{train,dev,test,unlabeled}/; flat: DIR/images_256/ (upstream); "
+                  f"gender/status: DIR/{{split}}/{{class}}/ for ImageFolder (default: the one DIR has, "
+                  f"else {DEFAULT_LAYOUT})")
     flag(parser, "threads", type=int, default=threads_default, metavar="N",
-          help="simultaneous downloads in total (default: %(default)s)")
+         help="simultaneous downloads in total (default: %(default)s)")
     flag(parser, "per_host", type=int, default=defaults.PER_HOST, metavar="N",
-          help="simultaneous requests to one server, never exceeded (default: %(default)s)")
+         help="simultaneous requests to one server, never exceeded (default: %(default)s)")
     flag(parser, "retries", type=int, default=defaults.RETRIES, metavar="N",
-          help="retries per image (default: %(default)s)")
+         help="retries per image (default: %(default)s)")
     flag(parser, "timeout", type=float, default=defaults.TIMEOUT, metavar="S",
-          help="connect and read timeout in seconds (default: %(default)s)")
+         help="connect and read timeout in seconds (default: %(default)s)")
     flag(parser, "force", action="store_true", help="fetch again even images already present")
     flag(parser, "ssl_unverified_context", action="store_true",
-          help="do not check TLS certificates (for broken conda installs)")
+         help="do not check TLS certificates (for broken conda installs)")
     flag(parser, "ca_bundle", metavar="PEM", help="trust the CA certificates in PEM")
     flag(parser, "metadata_dir", metavar="DIR",
-          help="read the five metadata files from DIR (not held to the pinned checksums)")
+         help="read the five metadata files from DIR (not held to the pinned checksums)")
     flag(parser, "metadata_url", metavar="BASE",
-          help="mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
+         help="mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
     flag(parser, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
-          help=f"fetch only this split: {', '.join(SPLIT_CHOICES)} (repeatable; default: all)")
+         help=f"fetch only this split: {', '.join(SPLIT_CHOICES)} (repeatable; default: all)")
     flag(parser, "limit", type=int, metavar="N", help="fetch at most N images (smoke runs)")
     flag(parser, "reuse", action="append", default=[], metavar="OTHER_DIR",
-          help="take images of the same IIIF requests from another kaokore tree (e.g. another version's) "
-               "instead of fetching them; OTHER_DIR is only read (repeatable)")
+         help="take images of the same IIIF requests from another kaokore tree (e.g. another version's) "
+              "instead of fetching them; OTHER_DIR is only read (repeatable)")
     flag(parser, "quiet", action="store_true", help="no progress display")
     flag(parser, "json", action="store_true", help="print a JSON summary on stdout")
 
@@ -162,25 +162,25 @@ def _json_errors(as_json: bool):
 
 def _verify_options(p: argparse.ArgumentParser) -> None:
     flag(p, "dataset_version", choices=list(VERSIONS), default=None, metavar="V",
-          help=f"expected version: {', '.join(VERSIONS)} (default: the one DIR's metadata is)")
+         help=f"expected version: {', '.join(VERSIONS)} (default: the one DIR's metadata is)")
     flag(p, "split", action="append", choices=SPLIT_CHOICES, dest="splits", metavar="NAME",
-          help=f"check only this split: {', '.join(SPLIT_CHOICES)} (repeatable)")
+         help=f"check only this split: {', '.join(SPLIT_CHOICES)} (repeatable)")
     flag(p, "limit", type=int, metavar="N", help="check only the first N images (as download --limit)")
     flag(p, "deep", action="store_true",
-          help="decode every image in full, not only those without a manifest row (slower; see above)")
+         help="decode every image in full, not only those without a manifest row (slower; see above)")
     flag(p, "json", action="store_true", help="print the report as JSON on stdout")
 
 
 def _versions_options(p: argparse.ArgumentParser) -> None:
     flag(p, "overlap", action="store_true",
-          help="for each pair of versions, the faces they share by IIIF request and what a download fetches "
-               "with and without --reuse (reads every version's pinned urls.txt)")
+         help="for each pair of versions, the faces they share by IIIF request and what a download fetches "
+              "with and without --reuse (reads every version's pinned urls.txt)")
     flag(p, "upstream_dir", metavar="DIR",
-          help="with --overlap: read the urls.txt files from a clone of upstream's repository, not the network")
+         help="with --overlap: read the urls.txt files from a clone of upstream's repository, not the network")
     flag(p, "metadata_url", metavar="BASE",
-          help="with --overlap: mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
+         help="with --overlap: mirror of the upstream tree, checksums still enforced (env: KAOKORE_METADATA_URL)")
     flag(p, "timeout", type=float, default=defaults.TIMEOUT,
-          help="with --overlap: connect and read timeout in seconds (default: %(default)s)")
+         help="with --overlap: connect and read timeout in seconds (default: %(default)s)")
     flag(p, "json", action="store_true", help="with --overlap: the table as JSON on stdout")
 
 
