@@ -418,8 +418,12 @@ class _Handler(BaseHTTPRequestHandler):
     def write_padded(self, reply: _Reply, total: int, stopping: threading.Event) -> None:
         """Stream ``reply.body`` zero-padded to ``total`` bytes without holding it in memory."""
         self.write_reply(reply, content_length=total)
-        self.wfile.write(reply.body)
-        remaining = total - len(reply.body)
+        self.close_connection = self._write_zero_padded(reply.body, total, stopping) > 0
+
+    def _write_zero_padded(self, body: bytes, total: int, stopping: threading.Event) -> int:
+        """`body`, then zeros up to `total` bytes in chunks, until done or `stopping`; the bytes left unsent."""
+        self.wfile.write(body)
+        remaining = total - len(body)
         view = memoryview(_STREAM_CHUNK)
         while remaining > 0 and not stopping.is_set():
             n = min(remaining, len(view))
@@ -427,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.request_done()
             self.wfile.write(view[:n])
             remaining -= n
-        self.close_connection = remaining > 0
+        return remaining
 
     def write_unannounced(self, reply: _Reply, total: int, stopping: threading.Event) -> None:
         """Stream ``reply.body`` zero-padded to ``total`` bytes with no Content-Length: the end of
@@ -438,15 +442,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
-        self.wfile.write(reply.body)
-        remaining = total - len(reply.body)
-        view = memoryview(_STREAM_CHUNK)
-        while remaining > 0 and not stopping.is_set():
-            n = min(remaining, len(view))
-            if n == remaining:
-                self.request_done()
-            self.wfile.write(view[:n])
-            remaining -= n
+        self._write_zero_padded(reply.body, total, stopping)
 
     def write_trickle(self, interval: float, stopping: threading.Event) -> None:
         """Announce TRICKLE_LENGTH bytes, then send them one at a time, each within any read timeout."""
