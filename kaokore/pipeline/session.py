@@ -118,10 +118,8 @@ def _glance_at_ca_file(path: str, source: str) -> None:
     try:
         with open(path, "rb") as f:
             data = f.read(GLANCE_BYTES)
-    except FileNotFoundError:
-        raise UsageError(f"{source} {path!r} does not exist") from None
     except OSError as exc:
-        raise UsageError(f"{source} {path!r} cannot be read: {exc.strerror or exc}") from None
+        raise _refused(path, source, exc) from None
     if b"-----BEGIN " not in data and len(data) < GLANCE_BYTES:  # longer (/dev/zero...): the full load decides
         raise UsageError(f"{source} {path!r} holds no usable PEM CA certificate (no PEM block in it)")
 
@@ -133,12 +131,19 @@ def _load_ca_file(path: str, source: str) -> None:
             context.load_verify_locations(capath=path)
         else:
             context.load_verify_locations(cafile=path)
-    except FileNotFoundError:
-        raise UsageError(f"{source} {path!r} does not exist") from None
-    except ssl.SSLError as exc:
-        raise UsageError(f"{source} {path!r} holds no usable PEM CA certificate ({exc.reason or exc})") from None
-    except OSError as exc:
-        raise UsageError(f"{source} {path!r} cannot be read: {exc.strerror or exc}") from None
+    except OSError as exc:  # ssl.SSLError included
+        raise _refused(path, source, exc) from None
+
+
+def _refused(path: str, source: str, exc: OSError) -> UsageError:
+    """The one line that refuses the CA file `source` named, for the error met reading or loading it."""
+    if isinstance(exc, FileNotFoundError):
+        why = "does not exist"
+    elif isinstance(exc, ssl.SSLError):
+        why = f"holds no usable PEM CA certificate ({exc.reason or exc})"
+    else:
+        why = f"cannot be read: {exc.strerror or exc}"
+    return UsageError(f"{source} {path!r} {why}")
 
 
 class ResponseTooLarge(Exception):
